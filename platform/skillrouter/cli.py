@@ -1,0 +1,163 @@
+"""`skillrouter` command line: ingest, route, eval, export-devset, synth, pipeline, systems.
+
+Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
+`skillrouter pipeline --config configs/local.yaml eval.top_k=20 corpus.strict=true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from skillrouter.config import ConfigError, PipelineConfig, is_override, load_config
+from skillrouter.corpus.ingest import IngestError, ingest, read_skills
+from skillrouter.corpus.readers import UnsupportedSource
+from skillrouter.evaluation.benchmark import BenchmarkError, export_eval_core, load_benchmark
+from skillrouter.systems import SYSTEMS
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    return load_config(args.config, args.overrides)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.strict:
+        config.corpus.strict = True
+    if args.max_skill_chars:
+        config.corpus.max_skill_chars = args.max_skill_chars
+    summary = ingest(args.sources, args.out, config.corpus, progress=not args.quiet)
+    quarantine = Path(args.out) / "quarantine.jsonl"
+    print("\n".join(summary.lines()))
+    print(f"wrote {Path(args.out) / 'skills.parquet'}" + (f" and {quarantine}" if summary.quarantined else ""))
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from skillrouter.pipeline import routes_table
+    from skillrouter.routing import Router
+
+    config = _config(args)
+    skills = read_skills(args.corpus, config.corpus.max_skill_chars)
+    routes = Router(skills, args.system or config.routing.system, config).route(args.query, args.top_k)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in routes], indent=2, ensure_ascii=False))
+    else:
+        print(routes_table(routes))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from skillrouter.evaluation.runner import evaluate_system, metrics_table, write_result
+
+    config = _config(args)
+    bench = load_benchmark(args.benchmark)
+    results = []
+    for system in args.system:
+        result = evaluate_system(system, bench, config, top_k=args.top_k)
+        out = write_result(result, Path(args.out) / system if len(args.system) > 1 else args.out)
+        print(f"{system}: wrote {out / 'predictions.json'} and {out / 'metrics.json'} ({result.seconds:.1f} s)")
+        results.append(result)
+    print(f"\n{bench.name}: {len(bench.tasks)} tasks, {len(bench.skills):,} skills in the pool")
+    if bench.skipped:
+        print("skipped tasks: " + ", ".join(f"{k} {v}" for k, v in bench.skipped.items()))
+    if bench.missing_ids:
+        n_ids = len({s for ids in bench.missing_ids.values() for s in ids})
+        print(f"{n_ids} relevance ids in {len(bench.missing_ids)} tasks are absent from the pool "
+              f"(counted as not retrieved; listed in metrics.json)")
+    print(metrics_table(results))
+    return 0
+
+
+def cmd_export_devset(args: argparse.Namespace) -> int:
+    out = export_eval_core(load_benchmark("bundled"), args.out)
+    print(f"wrote the bundled dev set in the eval_core layout to {out}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from skillrouter.corpus.synthetic import SynthConfig, write_synthetic_pool
+
+    cfg = SynthConfig(num_skills=args.num_skills, seed=args.seed, near_dup_rate=args.near_dup_rate,
+                      same_name_rate=args.same_name_rate)
+    stats = write_synthetic_pool(read_skills("bundled"), cfg, args.out, shard_size=args.shard_size)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from skillrouter.pipeline import run_pipeline
+
+    run_pipeline(_config(args))
+    return 0
+
+
+def cmd_systems(args: argparse.Namespace) -> int:
+    for s in SYSTEMS.values():
+        print(f"{s.name:<10} {s.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skillrouter", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", help="YAML profile (default: built-in defaults)")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("ingest", cmd_ingest, "read skills from trees, JSONL(.gz), Parquet or eval_core pools into Parquet")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="paths, or 'bundled' for the sample corpus")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--strict", action="store_true", help="fail if any record is quarantined")
+    p.add_argument("--max-skill-chars", type=int, help="quarantine records longer than this")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("route", cmd_route, "rank skills for one request")
+    p.add_argument("query")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--system", help=f"one of: {', '.join(SYSTEMS)} (default: routing.system)")
+    p.add_argument("--corpus", default="bundled", help="ingested directory, any source, or 'bundled'")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = add("eval", cmd_eval, "evaluate systems on an eval_core benchmark")
+    p.add_argument("--benchmark", default="bundled", help="eval_core directory, or 'bundled' (the dev set)")
+    p.add_argument("--system", action="append", required=True, help="system name; repeat for several")
+    p.add_argument("--out", required=True, help="output directory (one subfolder per system if several)")
+    p.add_argument("--top-k", type=int, default=None, help="predictions kept per task (default: eval.top_k)")
+
+    p = add("export-devset", cmd_export_devset, "write the bundled dev set in the eval_core layout")
+    p.add_argument("--out", required=True)
+
+    p = add("synth", cmd_synth, "grow the sample corpus into a large synthetic pool with controlled overlap")
+    p.add_argument("--num-skills", type=int, default=80_000)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--near-dup-rate", type=float, default=0.06)
+    p.add_argument("--same-name-rate", type=float, default=0.25)
+    p.add_argument("--shard-size", type=int, default=10_000)
+
+    add("pipeline", cmd_pipeline, "run the main job from a profile")
+    add("systems", cmd_systems, "list the named retrieval systems")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `key=value` words are config overrides wherever they appear (torchtune style).
+    overrides = [a for a in argv if is_override(a)]
+    args = build_parser().parse_args([a for a in argv if not is_override(a)])
+    args.overrides = overrides
+    try:
+        return args.fn(args)
+    except (ConfigError, IngestError, BenchmarkError, UnsupportedSource, ValueError) as err:
+        print(f"skillrouter {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

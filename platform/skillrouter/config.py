@@ -1,0 +1,158 @@
+"""Typed configuration: YAML profiles in `configs/`, `key=value` overrides, the paper's settings as defaults.
+
+Every section forbids unknown keys, so a typo fails before any work is done, naming the key and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CorpusConfig(_Section):
+    sources: list[str] = Field(default_factory=lambda: ["bundled"], description="paths, or 'bundled'")
+    max_skill_chars: int = Field(262_144, gt=0, description="records over this many characters are quarantined")
+    strict: bool = Field(False, description="fail when any record is quarantined")
+
+
+class BM25Config(_Section):
+    """rank_bm25's BM25Okapi parameters (its defaults)."""
+
+    k1: float = Field(1.5, ge=0)
+    b: float = Field(0.75, ge=0, le=1)
+    epsilon: float = Field(0.25, ge=0)
+
+
+class MiningConfig(_Section):
+    """Hard negatives and the three-layer false-negative filter (SkillRouter, section 3)."""
+
+    dense_negatives: int = Field(4, ge=0)
+    bm25_negatives: int = Field(3, ge=0)
+    category_negatives: int = Field(2, ge=0)
+    random_negatives: int = Field(1, ge=0)
+    jaccard_threshold: float = Field(0.6, ge=0, le=1, description="body word-trigram Jaccard")
+    cosine_threshold: float = Field(0.92, ge=-1, le=1)
+    seed: int = 0
+
+
+class EncoderTrainConfig(_Section):
+    """Bi-encoder fine-tuning with InfoNCE (the paper's settings)."""
+
+    model: str = "Qwen/Qwen3-Embedding-0.6B"
+    temperature: float = Field(0.05, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum_steps: int = Field(4, gt=0)
+    max_length: int = Field(2048, gt=0)
+
+
+class RerankerTrainConfig(_Section):
+    """Cross-encoder fine-tuning with listwise cross-entropy (the paper's settings)."""
+
+    model: str = "Qwen/Qwen3-Reranker-0.6B"
+    temperature: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)
+    max_length: int = Field(4096, gt=0)
+
+
+class RoutingConfig(_Section):
+    system: str = Field("bm25", description="first-stage system used to answer requests")
+    retrieve_k: int = Field(20, ge=1, le=1000, description="candidates passed to the reranker")
+
+
+class EvalConfig(_Section):
+    benchmark: str = Field("bundled", description="an eval_core directory, or 'bundled' for the dev set")
+    systems: list[str] = Field(default_factory=lambda: ["bm25", "bm25-nd"])
+    top_k: int = Field(50, ge=1, le=1000, description="predictions kept per task")
+
+
+class PipelineConfig(_Section):
+    """A whole profile: one file in `configs/` drives every stage."""
+
+    run_dir: str = "runs/local"
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    bm25: BM25Config = Field(default_factory=BM25Config)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    encoder: EncoderTrainConfig = Field(default_factory=EncoderTrainConfig)
+    reranker: RerankerTrainConfig = Field(default_factory=RerankerTrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    examples: list[str] = Field(default_factory=list, description="requests the main job answers as a demo")
+    seed: int = 0
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (['a', 'b'], value), the value read as YAML (so `3`, `true`, `[x, y]` are typed)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def is_override(arg: str) -> bool:
+    key, sep, _ = arg.partition("=")
+    return bool(sep) and key.replace(".", "").replace("_", "").replace("-", "").isalnum()
+
+
+def _apply(data: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: '{'.'.join(path[:i + 1])}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{origin}: unknown key '{key}'")
+        else:
+            lines.append(f"{origin}: '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), model: type[BaseModel] = PipelineConfig):
+    """Load a YAML profile (or the defaults when `path` is None), apply overrides, validate everything."""
+    data: dict[str, Any] = {}
+    origin = str(path) if path else "<defaults>"
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{origin}: no such config file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{origin}: invalid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{origin}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+    for item in overrides:
+        key_path, value = parse_override(item)
+        _apply(data, key_path, value, f"override '{item}'")
+        try:
+            model.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err, f"override '{item}'")) from None
+    return model.model_validate(data)

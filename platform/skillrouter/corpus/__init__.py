@@ -1,0 +1,1 @@
+"""Skill records, readers for every supported layout, ingestion with quarantine, the bundled sample corpus."""

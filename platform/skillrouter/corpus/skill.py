@@ -1,0 +1,63 @@
+"""The `Skill` record every stage of the pipeline reads and writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SKILL_COLUMNS = ("id", "name", "description", "body", "category", "source", "metadata", "content_hash")
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One agent skill: a SKILL.md's front matter (name, description) and its markdown body."""
+
+    id: str
+    name: str
+    description: str
+    body: str
+    category: str | None = None
+    source: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def text(self) -> str:
+        """The full routing text, `name | description | body`: the paper's strongest signal."""
+        return f"{self.name} | {self.description} | {self.body}"
+
+    def name_description(self) -> str:
+        return f"{self.name} | {self.description}"
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of what a model sees; incremental indexing re-embeds a skill only when it changes."""
+        return hashlib.sha256(self.text().encode("utf-8")).hexdigest()[:32]
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat row for Parquet; metadata is JSON so heterogeneous sources share one schema."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "body": self.body,
+            "category": self.category,
+            "source": self.source,
+            "metadata": json.dumps(self.metadata, ensure_ascii=False, sort_keys=True, default=str),
+            "content_hash": self.content_hash,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Skill:
+        meta = row.get("metadata") or {}
+        if isinstance(meta, str):
+            meta = json.loads(meta)
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            description=row["description"],
+            body=row["body"],
+            category=row.get("category"),
+            source=row.get("source") or "",
+            metadata=meta,
+        )

@@ -1,0 +1,138 @@
+"""Benchmarks in the SkillRouter eval_core layout, and the bundled dev set in the same shape.
+
+Layout of a benchmark directory:
+    tasks.jsonl      {"task_id", "instruction_text", ...} per line
+    relevance.json   {task_id: {"gt_skill_ids": [...], "relevance": {skill_id: grade}, "task_type": ...}}
+    pool/            *.jsonl / *.jsonl.gz shards of skills (`id` or `skill_id`, name, description, body)
+Tasks of type `generic_only` are skipped, as in the release. Relevance ids absent from the pool can never be
+retrieved: they stay in the labels (so they count as misses) and are reported in `missing_ids`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skillrouter.corpus.ingest import read_skills
+from skillrouter.corpus.sample import DEVSET_FILE, SKILLS_DIR
+from skillrouter.corpus.skill import Skill
+
+SKIPPED_TASK_TYPES = {"generic_only"}
+
+
+class BenchmarkError(ValueError):
+    """A benchmark directory that does not follow the eval_core layout."""
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    query: str
+    gt_skill_ids: tuple[str, ...]
+    relevance: dict[str, float]
+    task_type: str  # "single" or "multi" (needs two or more skills)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    tasks: list[Task]
+    skills: list[Skill]
+    missing_ids: dict[str, list[str]] = field(default_factory=dict)  # task_id -> relevance ids not in the pool
+    skipped: dict[str, int] = field(default_factory=dict)  # why tasks were left out -> how many
+
+
+def _task_type(entry: dict, gt: tuple[str, ...]) -> str:
+    declared = entry.get("task_type")
+    if declared in ("single", "multi"):
+        return declared
+    return "multi" if len(gt) > 1 else "single"
+
+
+def build_tasks(texts: dict[str, str], relevance: dict[str, dict], pool_ids: set[str],
+                name: str, skills: list[Skill]) -> Benchmark:
+    tasks, missing, skipped = [], {}, {}
+    for task_id, query in texts.items():
+        entry = relevance.get(task_id)
+        if entry is None:
+            skipped["no_relevance"] = skipped.get("no_relevance", 0) + 1
+            continue
+        if entry.get("task_type") in SKIPPED_TASK_TYPES:
+            skipped[entry["task_type"]] = skipped.get(entry["task_type"], 0) + 1
+            continue
+        gt = tuple(entry.get("gt_skill_ids") or [])
+        grades = {str(k): float(v) for k, v in (entry.get("relevance") or {}).items()}
+        for s in gt:  # a needed skill is relevant even where the grades omit it
+            grades.setdefault(s, max(grades.values(), default=1.0) or 1.0)
+        if not gt:
+            skipped["no_gt_skills"] = skipped.get("no_gt_skills", 0) + 1
+            continue
+        absent = sorted(s for s in grades if s not in pool_ids)
+        if absent:
+            missing[task_id] = absent
+        tasks.append(Task(task_id, query, gt, grades, _task_type(entry, gt)))
+    if not tasks:
+        raise BenchmarkError(f"{name}: no task left to evaluate (skipped: {skipped or 'none'})")
+    return Benchmark(name, tasks, skills, missing, skipped)
+
+
+def load_eval_core(directory: str | Path) -> Benchmark:
+    """Load `tasks.jsonl`, `relevance.json` and the `pool/` shards of an eval_core benchmark directory."""
+    root = Path(directory)
+    for needed in ("tasks.jsonl", "relevance.json", "pool"):
+        if not (root / needed).exists():
+            raise BenchmarkError(f"{root}: missing '{needed}' (expected the eval_core layout: tasks.jsonl, "
+                                 f"relevance.json, pool/)")
+    texts = {}
+    with open(root / "tasks.jsonl", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                texts[str(row["task_id"])] = row["instruction_text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise BenchmarkError(f"{root / 'tasks.jsonl'}:{lineno}: bad task line ({exc})") from None
+    try:
+        relevance = json.loads((root / "relevance.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BenchmarkError(f"{root / 'relevance.json'}: invalid JSON ({exc})") from None
+    skills = read_skills(root / "pool")
+    return build_tasks(texts, relevance, {s.id for s in skills}, root.name, skills)
+
+
+def load_bundled() -> Benchmark:
+    """The bundled dev set over the bundled sample corpus."""
+    skills = read_skills(SKILLS_DIR)
+    texts, relevance = {}, {}
+    with open(DEVSET_FILE, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                texts[row["task_id"]] = row["instruction_text"]
+                relevance[row["task_id"]] = row
+    return build_tasks(texts, relevance, {s.id for s in skills}, "bundled-dev", skills)
+
+
+def load_benchmark(spec: str | Path) -> Benchmark:
+    return load_bundled() if str(spec) == "bundled" else load_eval_core(spec)
+
+
+def export_eval_core(bench: Benchmark, out_dir: str | Path) -> Path:
+    """Write a benchmark in the eval_core layout, so any tool that reads the release reads ours."""
+    out = Path(out_dir)
+    (out / "pool").mkdir(parents=True, exist_ok=True)
+    with open(out / "tasks.jsonl", "w", encoding="utf-8") as fh:
+        for t in bench.tasks:
+            fh.write(json.dumps({"task_id": t.task_id, "instruction_text": t.query}, ensure_ascii=False) + "\n")
+    relevance = {t.task_id: {"gt_skill_ids": list(t.gt_skill_ids), "relevance": t.relevance,
+                             "task_type": t.task_type} for t in bench.tasks}
+    (out / "relevance.json").write_text(json.dumps(relevance, indent=1, ensure_ascii=False) + "\n")
+    with gzip.open(out / "pool" / "skills-00000.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for s in bench.skills:
+            row = {"id": s.id, "name": s.name, "description": s.description, "body": s.body,
+                   "category": s.category, "source": s.source, **s.metadata}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return out

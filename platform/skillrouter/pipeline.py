@@ -1,0 +1,60 @@
+"""The main job: one profile drives every stage, each writing plain files under the run directory.
+
+Stages so far: ingest the corpus, answer the example requests, evaluate the configured systems on the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from skillrouter.config import PipelineConfig
+from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
+from skillrouter.evaluation.benchmark import export_eval_core, load_benchmark
+from skillrouter.evaluation.runner import evaluate_system, metrics_table, write_result
+from skillrouter.routing import Route, Router
+from skillrouter.tables import format_table, shorten
+
+
+def routes_table(routes: list[Route], width: int = 60) -> str:
+    return format_table(["rank", "skill", "score", "description"],
+                        [[r.rank, r.skill_id, r.score, shorten(r.description, width)] for r in routes],
+                        floatfmt=".2f")
+
+
+def run_pipeline(config: PipelineConfig, log=print) -> dict[str, Path]:
+    """Run every stage of `config`; returns what was written, by name."""
+    started = time.perf_counter()
+    run_dir = Path(config.run_dir)
+    outputs: dict[str, Path] = {}
+
+    log(f"== ingest {', '.join(config.corpus.sources)} -> {run_dir / 'corpus'}")
+    summary = ingest(config.corpus.sources, run_dir / "corpus", config.corpus, progress=False)
+    for line in summary.lines():
+        log("   " + line)
+    outputs["corpus"] = run_dir / "corpus" / SKILLS_FILE
+    skills = read_skills(outputs["corpus"])
+
+    if config.examples:
+        router = Router(skills, config.routing.system, config)
+        log(f"\n== route {len(config.examples)} example requests with '{config.routing.system}'")
+        for query, routes in zip(config.examples, router.route_batch(config.examples, top_k=3)):
+            log(f"\n> {query}\n{routes_table(routes)}")
+
+    bench = load_benchmark(config.eval.benchmark)
+    outputs["benchmark"] = export_eval_core(bench, run_dir / "benchmark")
+    log(f"\n== evaluate {', '.join(config.eval.systems)} on {bench.name} ({len(bench.tasks)} tasks, "
+        f"{len(bench.skills)} skills)")
+    results = []
+    for system in config.eval.systems:
+        result = evaluate_system(system, bench, config)
+        outputs[f"eval/{system}"] = write_result(result, run_dir / "eval" / system)
+        results.append(result)
+    log(metrics_table(results))
+    if bench.missing_ids:
+        log(f"note: {len(bench.missing_ids)} tasks name skills absent from the pool (counted as misses)")
+
+    log(f"\n== done in {time.perf_counter() - started:.1f} s; outputs:")
+    for name, path in outputs.items():
+        log(f"   {name:<16} {path}")
+    return outputs

@@ -1,0 +1,50 @@
+"""The Python API: `Router(skills, system).route(query, top_k)` returns ranked skills."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from skillrouter.config import PipelineConfig
+from skillrouter.corpus.skill import Skill
+from skillrouter.systems import get_system
+
+MAX_TOP_K = 1000
+
+
+@dataclass(frozen=True)
+class Route:
+    rank: int
+    skill_id: str
+    name: str
+    score: float
+    description: str
+    category: str | None
+
+
+class Router:
+    """Routes requests to skills with one named system (see `skillrouter.systems`)."""
+
+    def __init__(self, skills: Sequence[Skill], system: str = "bm25", config: PipelineConfig | None = None):
+        if not skills:
+            raise ValueError("a router needs at least one skill")
+        self.skills = list(skills)
+        self.system = system
+        self.retriever = get_system(system).build(self.skills, config or PipelineConfig())
+
+    def route(self, query: str, top_k: int = 10) -> list[Route]:
+        return self.route_batch([query], top_k)[0]
+
+    def route_batch(self, queries: Sequence[str], top_k: int = 10) -> list[list[Route]]:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        for q in queries:
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError("query is empty")
+        indices, scores = self.retriever.search(list(queries), top_k)
+        return [
+            [Route(rank + 1, s.id, s.name, float(score), s.description, s.category)
+             for rank, (i, score) in enumerate(zip(row_idx, row_scores))
+             for s in (self.skills[i],)]
+            for row_idx, row_scores in zip(indices, scores)
+        ]
