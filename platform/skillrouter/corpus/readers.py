@@ -23,7 +23,7 @@ from skillrouter.corpus.skillmd import SkillMdError, parse_skill_md
 SKILL_FILE_NAMES = ("SKILL.md", "skill.md")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 # Fields that map onto the record itself; anything else a source carries is kept in `metadata`.
-CORE_FIELDS = ("id", "skill_id", "name", "description", "body", "category", "source", "metadata")
+CORE_FIELDS = ("id", "skill_id", "name", "description", "body", "category", "source", "metadata", "content_hash")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""Shared fixtures: small corpora written on the fly in every supported layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+
+def skill_md(name: str, description: str, body: str, **extra) -> str:
+    front = "\n".join([f"name: {name}", f"description: {description}", *(f"{k}: {v}" for k, v in extra.items())])
+    return f"---\n{front}\n---\n{body}\n"
+
+
+def write_jsonl(path: Path, rows: list, gz: bool = False) -> Path:
+    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def skill_tree(tmp_path: Path) -> Path:
+    """A nested SKILL.md tree with three good skills and one of each kind of bad file."""
+    root = tmp_path / "registry"
+    files = {
+        "devops/docker-debug/SKILL.md": skill_md("docker-debug", "Debug failing containers.",
+                                                 "# Docker\n\nRun `docker logs` first.", category="containers",
+                                                 license="MIT"),
+        "devops/nested/deeper/k8s-rollout/SKILL.md": skill_md("k8s-rollout", "Roll out a deployment safely.",
+                                                              "Use `kubectl rollout status`."),
+        "writing/release-notes/SKILL.md": skill_md("release-notes", "Write release notes.", "Group by impact."),
+        "bad/no-front-matter/SKILL.md": "# Just markdown\n\nNo front matter here.\n",
+        "bad/broken-yaml/SKILL.md": "---\nname: [unclosed\ndescription: x\n---\nbody\n",
+        "bad/no-name/SKILL.md": skill_md("", "Has no name.", "Body text.").replace("name: \n", ""),
+        "bad/empty-body/SKILL.md": skill_md("empty", "Nothing below.", ""),
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "bad/latin1/SKILL.md").parent.mkdir(parents=True)
+    (root / "bad/latin1/SKILL.md").write_bytes(skill_md("latin", "caf\xe9", "body").encode("latin-1"))
+    (root / "bad/binary/SKILL.md").parent.mkdir(parents=True)
+    (root / "bad/binary/SKILL.md").write_bytes(b"---\nname: bin\n---\n\x00\x01\x02\xff")
+    return root
+
+
+def pool_rows(n: int = 5, prefix: str = "s") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "name": f"skill-{i}", "description": f"does thing {i}",
+             "body": f"body of skill {i} with steps", "license": "MIT"} for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

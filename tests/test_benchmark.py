@@ -1,0 +1,92 @@
+import json
+
+import pytest
+from conftest import write_jsonl
+
+from skillrouter.evaluation.benchmark import BenchmarkError, export_eval_core, load_eval_core
+from skillrouter.evaluation.runner import evaluate_system, write_result
+
+
+@pytest.fixture
+def eval_core_dir(tmp_path):
+    root = tmp_path / "bench"
+    (root / "pool").mkdir(parents=True)
+    rows = [
+        {"skill_id": "pdf", "name": "pdf-tools", "description": "Merge and split PDF files.",
+         "body": "Use qpdf to merge PDF documents and split pages."},
+        {"skill_id": "xlsx", "name": "spreadsheet", "description": "Build Excel workbooks.",
+         "body": "Use openpyxl to write xlsx files with charts."},
+        {"skill_id": "git", "name": "git-helper", "description": "Fix git history.",
+         "body": "Rebase, squash and rewrite commits safely."},
+    ]
+    write_jsonl(root / "pool" / "part-0.jsonl.gz", rows, gz=True)
+    write_jsonl(root / "tasks.jsonl", [
+        {"task_id": "t1", "instruction_text": "merge these two PDF files", "extra": 1},
+        {"task_id": "t2", "instruction_text": "an Excel workbook with charts from this PDF"},
+        {"task_id": "t3", "instruction_text": "squash my commits"},
+        {"task_id": "t4", "instruction_text": "anything generic"},
+        {"task_id": "t5", "instruction_text": "unlabelled"},
+    ])
+    (root / "relevance.json").write_text(json.dumps({
+        "t1": {"gt_skill_ids": ["pdf"], "relevance": {"pdf": 3}, "task_type": "single"},
+        "t2": {"gt_skill_ids": ["xlsx", "pdf"], "relevance": {"xlsx": 3, "pdf": 3}, "task_type": "multi"},
+        "t3": {"gt_skill_ids": ["git", "gone"], "relevance": {"git": 3, "gone": 2}},
+        "t4": {"gt_skill_ids": ["pdf"], "relevance": {"pdf": 1}, "task_type": "generic_only"},
+    }))
+    return root
+
+
+def test_load_eval_core(eval_core_dir):
+    bench = load_eval_core(eval_core_dir)
+    assert [t.task_id for t in bench.tasks] == ["t1", "t2", "t3"]
+    assert bench.skipped == {"generic_only": 1, "no_relevance": 1}
+    assert [t.task_type for t in bench.tasks] == ["single", "multi", "multi"]  # t3 inferred from two gt ids
+    assert bench.missing_ids == {"t3": ["gone"]}
+    assert {s.id for s in bench.skills} == {"pdf", "xlsx", "git"}
+
+
+def test_evaluate_writes_predictions_and_metrics(eval_core_dir, tmp_path):
+    bench = load_eval_core(eval_core_dir)
+    result = evaluate_system("bm25", bench)
+    out = write_result(result, tmp_path / "out")
+    preds = json.loads((out / "predictions.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(preds) == {"t1", "t2", "t3"} and preds["t1"][0] == "pdf" and len(preds["t1"]) == 3
+    assert preds["t3"][0] == "git"
+    # t3 needs a skill absent from the pool: it can never be fully covered, and counts as a miss.
+    assert metrics["metrics"]["multi"]["FullCoverage@10"] == 0.5
+    assert metrics["metrics"]["all"]["Hit@1"] == 1.0 and metrics["metrics"]["all"]["n"] == 3
+    assert metrics["missing_relevance_ids"] == {"t3": ["gone"]} and metrics["system"] == "bm25"
+
+
+def test_export_round_trip(eval_core_dir, tmp_path):
+    bench = load_eval_core(eval_core_dir)
+    again = load_eval_core(export_eval_core(bench, tmp_path / "copy"))
+    assert [(t.task_id, t.query, t.gt_skill_ids, t.relevance, t.task_type) for t in again.tasks] == \
+           [(t.task_id, t.query, t.gt_skill_ids, t.relevance, t.task_type) for t in bench.tasks]
+    assert [s.id for s in again.skills] == [s.id for s in bench.skills]
+
+
+def test_layout_errors(tmp_path, eval_core_dir):
+    with pytest.raises(BenchmarkError, match="missing 'tasks.jsonl'"):
+        load_eval_core(tmp_path)
+    (eval_core_dir / "relevance.json").write_text("{broken")
+    with pytest.raises(BenchmarkError, match="relevance.json: invalid JSON"):
+        load_eval_core(eval_core_dir)
+    (eval_core_dir / "relevance.json").write_text("{}")
+    with pytest.raises(BenchmarkError, match="no task left"):
+        load_eval_core(eval_core_dir)
+
+
+def test_router_api_validates_input(eval_core_dir):
+    from skillrouter import Router
+
+    router = Router(load_eval_core(eval_core_dir).skills, "bm25")
+    routes = router.route("split a PDF into pages", top_k=2)
+    assert [r.rank for r in routes] == [1, 2] and routes[0].skill_id == "pdf" and routes[0].score > routes[1].score
+    with pytest.raises(ValueError, match="query is empty"):
+        router.route("   ")
+    with pytest.raises(ValueError, match="top_k must be between"):
+        router.route("pdf", top_k=0)
+    with pytest.raises(ValueError, match="unknown system 'nope'"):
+        Router(load_eval_core(eval_core_dir).skills, "nope")
