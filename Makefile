@@ -24,6 +24,7 @@ run: $(STAMP)
 	$(VENV)/bin/python jobs/run_pipeline.py --config configs/local.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check platform tests benchmarks jobs serve
 	$(VENV)/bin/python -m pytest tests
 
 clean:

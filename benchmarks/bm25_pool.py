@@ -10,8 +10,8 @@ import random
 import time
 
 import numpy as np
-from _common import stage
 
+from _common import stage
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.evaluation.benchmark import load_bundled
 from skillrouter.mining.bm25 import BM25Index, top_k

@@ -7,7 +7,6 @@ import argparse
 import json
 
 from _common import POOL, stage
-
 from skillrouter.corpus.ingest import ingest
 
 

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from conftest import write_jsonl
 
+from conftest import write_jsonl
 from skillrouter.evaluation.benchmark import BenchmarkError, export_eval_core, load_eval_core
 from skillrouter.evaluation.runner import evaluate_system, write_result
 

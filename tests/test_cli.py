@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 from conftest import pool_rows, write_jsonl
-
 from skillrouter.cli import main
 
 SKILLROUTER = str(Path(sys.executable).parent / "skillrouter")

@@ -2,8 +2,8 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import pool_rows, write_jsonl
 
+from conftest import pool_rows, write_jsonl
 from skillrouter.config import CorpusConfig
 from skillrouter.corpus.ingest import IngestError, ingest, read_skills
 from skillrouter.corpus.readers import UnsupportedSource, describe_source, iter_source

@@ -2,8 +2,16 @@ import math
 
 import pytest
 
-from skillrouter.evaluation.metrics import (METRICS, aggregate, full_coverage_at_k, hit_at_k, mrr_at_k, ndcg_at_k,
-                                            recall_at_k, task_metrics)
+from skillrouter.evaluation.metrics import (
+    METRICS,
+    aggregate,
+    full_coverage_at_k,
+    hit_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    task_metrics,
+)
 
 RANKED = ["a", "x", "b", "y", "c"]
 GT = {"a", "b"}

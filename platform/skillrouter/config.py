@@ -6,7 +6,7 @@ Every section forbids unknown keys, so a typo fails before any work is done, nam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

@@ -29,10 +29,8 @@ def parse_skill_md(text: str) -> SkillMd:
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
         raise SkillMdError("missing_front_matter", "file does not start with a '---' front matter block")
-    for end, line in enumerate(lines[1:], start=1):
-        if line.strip() in ("---", "..."):
-            break
-    else:
+    end = next((i for i, line in enumerate(lines[1:], start=1) if line.strip() in ("---", "...")), None)
+    if end is None:
         raise SkillMdError("invalid_front_matter", "front matter block is never closed with '---'")
     raw = "".join(lines[1:end])
     try:
