@@ -90,3 +90,20 @@ def test_router_api_validates_input(eval_core_dir):
         router.route("pdf", top_k=0)
     with pytest.raises(ValueError, match="unknown system 'nope'"):
         Router(load_eval_core(eval_core_dir).skills, "nope")
+
+
+def test_distractors_grow_the_pool_and_keep_labels(eval_core_dir, tmp_path):
+    from skillrouter.evaluation.benchmark import add_distractors
+
+    extra = write_jsonl(tmp_path / "extra.jsonl", [
+        {"id": "pdf", "name": "shadow", "description": "same id as a pool skill", "body": "ignored"},
+        {"id": "pdf2", "name": "pdf-merge", "description": "Merge PDF files.", "body": "merge two PDF files"},
+    ])
+    bench = add_distractors(load_eval_core(eval_core_dir), [str(extra)])
+    assert [s.id for s in bench.skills] == ["pdf", "xlsx", "git", "pdf2"]
+    assert next(s for s in bench.skills if s.id == "pdf").name == "pdf-tools"
+    assert bench.name.endswith("+1-distractors") and len(bench.tasks) == 3
+    # an unlabelled distractor that matches better pushes the labelled skill down: a miss at Hit@1
+    result = evaluate_system("bm25", bench)
+    assert result.predictions["t1"][0] == "pdf2" and "pdf" in result.predictions["t1"]
+    assert result.metrics["single"]["Hit@1"] == 0.0

@@ -14,7 +14,7 @@ from pathlib import Path
 from skillrouter.config import ConfigError, PipelineConfig, is_override, load_config
 from skillrouter.corpus.ingest import IngestError, ingest, read_skills
 from skillrouter.corpus.readers import UnsupportedSource
-from skillrouter.evaluation.benchmark import BenchmarkError, export_eval_core, load_benchmark
+from skillrouter.evaluation.benchmark import BenchmarkError, add_distractors, export_eval_core, load_benchmark
 from skillrouter.systems import SYSTEMS
 
 
@@ -53,7 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from skillrouter.evaluation.runner import evaluate_system, metrics_table, write_result
 
     config = _config(args)
-    bench = load_benchmark(args.benchmark)
+    bench = add_distractors(load_benchmark(args.benchmark), args.distractors or config.eval.distractors)
     results = []
     for system in args.system:
         result = evaluate_system(system, bench, config, top_k=args.top_k)
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", action="append", required=True, help="system name; repeat for several")
     p.add_argument("--out", required=True, help="output directory (one subfolder per system if several)")
     p.add_argument("--top-k", type=int, default=None, help="predictions kept per task (default: eval.top_k)")
+    p.add_argument("--distractors", action="append", metavar="SRC",
+                   help="add unlabelled skills from SRC to the pool (default: eval.distractors)")
 
     p = add("export-devset", cmd_export_devset, "write the bundled dev set in the eval_core layout")
     p.add_argument("--out", required=True)

@@ -69,6 +69,7 @@ class RoutingConfig(_Section):
 
 class EvalConfig(_Section):
     benchmark: str = Field("bundled", description="an eval_core directory, or 'bundled' for the dev set")
+    distractors: list[str] = Field(default_factory=list, description="extra unlabelled skills for the pool")
     systems: list[str] = Field(default_factory=lambda: ["bm25", "bm25-nd"])
     top_k: int = Field(50, ge=1, le=1000, description="predictions kept per task")
 

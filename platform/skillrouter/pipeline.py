@@ -10,7 +10,7 @@ from pathlib import Path
 
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
-from skillrouter.evaluation.benchmark import export_eval_core, load_benchmark
+from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
 from skillrouter.evaluation.runner import evaluate_system, metrics_table, write_result
 from skillrouter.routing import Route, Router
 from skillrouter.tables import format_table, shorten
@@ -41,7 +41,7 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict[str, Path]:
         for query, routes in zip(config.examples, router.route_batch(config.examples, top_k=3)):
             log(f"\n> {query}\n{routes_table(routes)}")
 
-    bench = load_benchmark(config.eval.benchmark)
+    bench = add_distractors(load_benchmark(config.eval.benchmark), config.eval.distractors)
     outputs["benchmark"] = export_eval_core(bench, run_dir / "benchmark")
     log(f"\n== evaluate {', '.join(config.eval.systems)} on {bench.name} ({len(bench.tasks)} tasks, "
         f"{len(bench.skills)} skills)")

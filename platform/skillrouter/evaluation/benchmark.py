@@ -120,6 +120,26 @@ def load_benchmark(spec: str | Path) -> Benchmark:
     return load_bundled() if str(spec) == "bundled" else load_eval_core(spec)
 
 
+def add_distractors(bench: Benchmark, sources: list[str]) -> Benchmark:
+    """Grow the pool with skills from other sources (ids already in the pool are kept as they were).
+
+    The bundled dev set over its own 239 skills is easy for lexical matching; routing the same requests among
+    tens of thousands of real skills is the paper's setting. Distractors carry no labels, so a distractor that
+    would also serve a request counts as a miss, as in the SkillRouter benchmark.
+    """
+    if not sources:
+        return bench
+    seen = {s.id for s in bench.skills}
+    extra = []
+    for src in sources:
+        for s in read_skills(src):
+            if s.id not in seen:
+                seen.add(s.id)
+                extra.append(s)
+    name = f"{bench.name}+{len(extra)}-distractors"
+    return Benchmark(name, bench.tasks, bench.skills + extra, bench.missing_ids, bench.skipped)
+
+
 def export_eval_core(bench: Benchmark, out_dir: str | Path) -> Path:
     """Write a benchmark in the eval_core layout, so any tool that reads the release reads ours."""
     out = Path(out_dir)

@@ -1,0 +1,27 @@
+import json
+import subprocess
+import sys
+
+
+def test_main_job_runs_from_the_local_profile(repo_root, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "jobs/run_pipeline.py", "--config", "configs/local.yaml", f"run_dir={tmp_path}",
+         "examples=[merge these PDF files into one]"],
+        cwd=repo_root, capture_output=True, text=True, check=True)
+    out = done.stdout
+    assert "> merge these PDF files into one" in out and "rank  skill" in out
+    assert "quarantined 0" in out
+    for system in ("bm25", "bm25-nd"):
+        metrics = json.loads((tmp_path / "eval" / system / "metrics.json").read_text())
+        assert metrics["metrics"]["all"]["n"] >= 120
+        assert f"{system:<8} all" in out
+    assert (tmp_path / "corpus" / "skills.parquet").exists() and (tmp_path / "benchmark" / "relevance.json").exists()
+
+
+def test_main_job_rejects_a_bad_profile_before_work(repo_root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_dir: x\neval:\n  sytems: [bm25]\n")
+    done = subprocess.run([sys.executable, "jobs/run_pipeline.py", "--config", str(bad)], cwd=repo_root,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "bad.yaml: unknown key 'eval.sytems'" in done.stderr
+    assert not (repo_root / "x").exists()
