@@ -1,4 +1,4 @@
-"""`skillrouter` command line: ingest, route, eval, export-devset, synth, pipeline, systems.
+"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, pipeline, systems.
 
 Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
 `skillrouter pipeline --config configs/local.yaml eval.top_k=20 corpus.strict=true`.
@@ -15,6 +15,7 @@ from skillrouter.config import ConfigError, PipelineConfig, is_override, load_co
 from skillrouter.corpus.ingest import IngestError, ingest, read_skills
 from skillrouter.corpus.readers import UnsupportedSource
 from skillrouter.evaluation.benchmark import BenchmarkError, add_distractors, export_eval_core, load_benchmark
+from skillrouter.querygen.client import JobFailed
 from skillrouter.systems import SYSTEMS
 
 
@@ -87,6 +88,44 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus(config: PipelineConfig, corpus: str | None):
+    """`--corpus`, else the run directory's ingested corpus, else the profile's sources read directly."""
+    ingested = Path(config.run_dir) / "corpus"
+    if corpus:
+        return read_skills(corpus, config.corpus.max_skill_chars)
+    if (ingested / "skills.parquet").exists():
+        return read_skills(ingested)
+    return [s for src in config.corpus.sources for s in read_skills(src, config.corpus.max_skill_chars)]
+
+
+def cmd_generate_queries(args: argparse.Namespace) -> int:
+    from skillrouter.querygen.job import run_query_generation
+
+    config = _config(args)
+    if args.dry_run:
+        config.querygen.dry_run = True
+    out = args.out or str(Path(config.run_dir) / "queries")
+    summary = run_query_generation(_corpus(config, args.corpus), config, out)
+    if not summary.get("dry_run"):
+        print_query_summary(summary, out)
+    return 0
+
+
+def print_query_summary(summary: dict, out: str | Path) -> None:
+    u = summary["usage"]
+    print(f"skills: {summary['skills_ok']} ok, {summary['skills_failed']} failed, "
+          f"{summary['skills_unfinished']} unfinished of {summary['skills_sampled']}; "
+          f"{summary['queries']} queries ({summary['generator']}, {summary['seconds']:.1f} s)")
+    if summary["rejections"]:
+        print("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["rejections"].items())))
+    if u["requests"]:
+        print(f"requests {u['requests']:,}, tokens {u['prompt_tokens']:,} in / {u['completion_tokens']:,} out, "
+              f"estimated cost ${summary['estimated_cost_usd']:.4f}")
+    if summary["stopped_by_budget"]:
+        print(f"stopped: {summary['stopped_by_budget']}; rerun with a larger budget to continue")
+    print(f"wrote {Path(out) / 'queries.parquet'} and {Path(out) / 'summary.json'}")
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from skillrouter.pipeline import run_pipeline
 
@@ -143,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--same-name-rate", type=float, default=0.25)
     p.add_argument("--shard-size", type=int, default=10_000)
 
+    p = add("generate-queries", cmd_generate_queries, "generate synthetic queries (LLM or offline) on Ray Data")
+    p.add_argument("--corpus", help="skills to use (default: the run directory's corpus, else corpus.sources)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/queries)")
+    p.add_argument("--dry-run", action="store_true", help="print the cost estimate and stop")
+
     add("pipeline", cmd_pipeline, "run the main job from a profile")
     add("systems", cmd_systems, "list the named retrieval systems")
     return parser
@@ -156,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = overrides
     try:
         return args.fn(args)
-    except (ConfigError, IngestError, BenchmarkError, UnsupportedSource, ValueError) as err:
+    except (ConfigError, IngestError, BenchmarkError, UnsupportedSource, ValueError, JobFailed) as err:
         print(f"skillrouter {args.command}: error: {err}", file=sys.stderr)
         return 2
 

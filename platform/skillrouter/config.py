@@ -6,7 +6,7 @@ Every section forbids unknown keys, so a typo fails before any work is done, nam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +28,45 @@ class BM25Config(_Section):
     k1: float = Field(1.5, ge=0)
     b: float = Field(0.75, ge=0, le=1)
     epsilon: float = Field(0.25, ge=0)
+
+
+class BudgetConfig(_Section):
+    """A hard limit on what query generation may spend; unset limits are unlimited."""
+
+    max_requests: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+    max_cost_usd: float | None = Field(None, ge=0)
+    input_usd_per_mtok: float = Field(0.15, ge=0, description="price per million prompt tokens (gpt-4o-mini)")
+    output_usd_per_mtok: float = Field(0.60, ge=0, description="price per million completion tokens")
+
+
+class QueryGenConfig(_Section):
+    """Synthetic queries: an OpenAI-compatible LLM, or the offline generator (`auto`: LLM when a key is set)."""
+
+    generator: Literal["auto", "llm", "offline"] = "auto"
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; default: $OPENAI_BASE_URL or OpenAI")
+    model: str = "gpt-4o-mini"
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    prompt_file: str = "configs/prompts/query_generation.yaml"
+    body_chars: int = Field(4000, gt=0, description="skill body characters shown to the LLM")
+    num_skills: int | None = Field(None, ge=1, description="skills to sample (stratified by category); all if unset")
+    queries_per_skill: int = Field(3, ge=1)
+    max_attempts: int = Field(3, ge=1, description="answers requested per skill before it is recorded as failed")
+    temperature: float = Field(0.8, ge=0, le=2)
+    max_tokens: int = Field(400, gt=0, description="completion tokens per request")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(6, ge=0, description="retries of one request on 429, 5xx and timeouts")
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    actors: int = Field(2, ge=1, description="Ray Data actors sending requests")
+    max_in_flight_per_actor: int = Field(16, ge=1)
+    batch_size: int = Field(32, ge=1, description="skills per Ray Data batch")
+    min_chars: int = Field(20, ge=1)
+    max_chars: int = Field(600, ge=1)
+    min_words: int = Field(4, ge=1)
+    categories_k: int = Field(32, ge=2, description="k-means clusters when the corpus has no categories")
+    dry_run: bool = Field(False, description="print the cost estimate and stop before any request")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
 class MiningConfig(_Section):
@@ -81,6 +120,7 @@ class PipelineConfig(_Section):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     bm25: BM25Config = Field(default_factory=BM25Config)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    querygen: QueryGenConfig = Field(default_factory=QueryGenConfig)
     mining: MiningConfig = Field(default_factory=MiningConfig)
     encoder: EncoderTrainConfig = Field(default_factory=EncoderTrainConfig)
     reranker: RerankerTrainConfig = Field(default_factory=RerankerTrainConfig)
