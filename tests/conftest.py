@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+# Ray's sockets and logs, and DeepSpeed's compiled ops, stay inside the project's ignored folders.
+_CACHE = Path(__file__).resolve().parents[1] / ".cache"
+os.environ.setdefault("RAY_TMPDIR", str(_CACHE / "ray"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(_CACHE / "torch_extensions"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
 
 
 def skill_md(name: str, description: str, body: str, **extra) -> str:
@@ -58,3 +66,13 @@ def pool_rows(n: int = 5, prefix: str = "s") -> list[dict]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for every test that needs it; its address lets subprocess drivers join it."""
+    import ray
+
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ctx.address_info["address"]
+    ray.shutdown()

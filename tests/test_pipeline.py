@@ -1,13 +1,16 @@
 import json
+import os
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 
-def test_main_job_runs_from_the_local_profile(repo_root, tmp_path):
+
+def test_main_job_runs_from_the_local_profile(repo_root, tmp_path, ray_cluster):
     done = subprocess.run(
         [sys.executable, "jobs/run_pipeline.py", "--config", "configs/local.yaml", f"run_dir={tmp_path}",
          "examples=[merge these PDF files into one]"],
-        cwd=repo_root, capture_output=True, text=True, check=True)
+        cwd=repo_root, capture_output=True, text=True, check=True, env={**os.environ, "RAY_ADDRESS": ray_cluster})
     out = done.stdout
     assert "> merge these PDF files into one" in out and "rank  skill" in out
     assert "quarantined 0" in out
@@ -15,6 +18,8 @@ def test_main_job_runs_from_the_local_profile(repo_root, tmp_path):
         metrics = json.loads((tmp_path / "eval" / system / "metrics.json").read_text())
         assert metrics["metrics"]["all"]["n"] >= 120
         assert f"{system:<8} all" in out
+    queries = pq.read_table(tmp_path / "queries" / "queries.parquet")
+    assert queries.num_rows >= 3 * 200 and "queries (offline" in out
     assert (tmp_path / "corpus" / "skills.parquet").exists() and (tmp_path / "benchmark" / "relevance.json").exists()
 
 

@@ -99,7 +99,7 @@ def _corpus(config: PipelineConfig, corpus: str | None):
 
 
 def cmd_generate_queries(args: argparse.Namespace) -> int:
-    from skillrouter.querygen.job import run_query_generation
+    from skillrouter.querygen.job import print_query_summary, run_query_generation
 
     config = _config(args)
     if args.dry_run:
@@ -109,21 +109,6 @@ def cmd_generate_queries(args: argparse.Namespace) -> int:
     if not summary.get("dry_run"):
         print_query_summary(summary, out)
     return 0
-
-
-def print_query_summary(summary: dict, out: str | Path) -> None:
-    u = summary["usage"]
-    print(f"skills: {summary['skills_ok']} ok, {summary['skills_failed']} failed, "
-          f"{summary['skills_unfinished']} unfinished of {summary['skills_sampled']}; "
-          f"{summary['queries']} queries ({summary['generator']}, {summary['seconds']:.1f} s)")
-    if summary["rejections"]:
-        print("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["rejections"].items())))
-    if u["requests"]:
-        print(f"requests {u['requests']:,}, tokens {u['prompt_tokens']:,} in / {u['completion_tokens']:,} out, "
-              f"estimated cost ${summary['estimated_cost_usd']:.4f}")
-    if summary["stopped_by_budget"]:
-        print(f"stopped: {summary['stopped_by_budget']}; rerun with a larger budget to continue")
-    print(f"wrote {Path(out) / 'queries.parquet'} and {Path(out) / 'summary.json'}")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """The main job: one profile drives every stage, each writing plain files under the run directory.
 
-Stages so far: ingest the corpus, answer the example requests, evaluate the configured systems on the benchmark.
+Stages so far: ingest the corpus, generate training queries, answer the example requests, evaluate the configured
+systems on the benchmark.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
 from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
 from skillrouter.evaluation.runner import evaluate_system, metrics_table, write_result
+from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
 from skillrouter.routing import Route, Router
 from skillrouter.tables import format_table, shorten
 
@@ -34,6 +36,13 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict[str, Path]:
         log("   " + line)
     outputs["corpus"] = run_dir / "corpus" / SKILLS_FILE
     skills = read_skills(outputs["corpus"])
+
+    log(f"\n== generate queries -> {run_dir / 'queries'}")
+    summary = run_query_generation(skills, config, run_dir / "queries", log=lambda line: log("   " + line))
+    if summary.get("dry_run"):
+        return outputs
+    print_query_summary(summary, run_dir / "queries", log=lambda line: log("   " + line))
+    outputs["queries"] = run_dir / "queries" / QUERIES_FILE
 
     if config.examples:
         router = Router(skills, config.routing.system, config)

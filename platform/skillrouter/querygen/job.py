@@ -200,12 +200,13 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
             env = {k: os.environ[k] for k in (qc.api_key_env, "OPENAI_BASE_URL") if k in os.environ}
             ds = ds.map_batches(LLMWorker, fn_constructor_kwargs={"out_dir": str(out), "qc": qc, "budget": budget,
                                                                   "seed": config.seed},
-                                batch_size=qc.batch_size, concurrency=qc.actors, num_cpus=0.5,
+                                batch_size=qc.batch_size, compute=ray.data.ActorPoolStrategy(size=qc.actors),
+                                num_cpus=0.5,
                                 runtime_env={"env_vars": env} if env else None)
         else:
             ds = ds.map_batches(OfflineWorker, fn_constructor_kwargs={"out_dir": str(out), "qc": qc,
                                                                       "seed": config.seed},
-                                batch_size=qc.batch_size, concurrency=qc.actors)
+                                batch_size=qc.batch_size, compute=ray.data.ActorPoolStrategy(size=qc.actors))
         try:
             for _ in ds.iter_batches(batch_size=None):
                 pass
@@ -242,3 +243,19 @@ def summarise(states: dict[str, SkillState], sample: Sequence[Skill], qc: QueryG
         "estimated_cost_usd": round(usage.cost(qc.budget.input_usd_per_mtok, qc.budget.output_usd_per_mtok), 6),
         "stopped_by_budget": (budget_state or {}).get("closed_reason"), "seconds": round(seconds, 2),
     }
+
+
+def print_query_summary(summary: dict, out: str | Path, log=print) -> None:
+    """The few lines a person reads after a run: outcome, rejections, spend, where the files are."""
+    u = summary["usage"]
+    log(f"skills: {summary['skills_ok']} ok, {summary['skills_failed']} failed, "
+          f"{summary['skills_unfinished']} unfinished of {summary['skills_sampled']}; "
+          f"{summary['queries']} queries ({summary['generator']}, {summary['seconds']:.1f} s)")
+    if summary["rejections"]:
+        log("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["rejections"].items())))
+    if u["requests"]:
+        log(f"requests {u['requests']:,}, tokens {u['prompt_tokens']:,} in / {u['completion_tokens']:,} out, "
+              f"estimated cost ${summary['estimated_cost_usd']:.4f}")
+    if summary["stopped_by_budget"]:
+        log(f"stopped: {summary['stopped_by_budget']}; rerun with a larger budget to continue")
+    log(f"wrote {Path(out) / 'queries.parquet'} and {Path(out) / 'summary.json'}")
