@@ -63,3 +63,13 @@ def test_bundled_corpus_yields_three_clean_requests_almost_everywhere(bundled):
         if len(queries) < 3:
             short.append(s.id)
     assert len(short) <= len(skills) // 50, short
+
+
+@pytest.mark.parametrize("body", [
+    "...", "User: ?", "## When to use\n- ...\n- !!\n", "# \n## \n", "User: \"...\"\n" * 3, "x",
+    "## When to use\n- You\n", "用 Python 写测试。\n## 何时使用\n- 需要测试时",
+])
+def test_odd_texts_never_crash(body):
+    skill = Skill("odd/x", "odd-one", "...", body)
+    queries, _ = generate_offline(skill, 3, LeakGuard.for_skill(skill))
+    assert all(len(q) >= 20 for q in queries)

@@ -81,12 +81,16 @@ async def generate_llm(skill: Skill, state: SkillState, *, n: int, max_attempts:
 def generate_offline_logged(skill: Skill, state: SkillState, *, n: int, guard: LeakGuard, log: LogWriter,
                             seed: int) -> SkillState:
     state.generator, state.model = OFFLINE, OFFLINE
-    queries, rejected = generate_offline(skill, n, guard, seed)
+    try:
+        queries, rejected = generate_offline(skill, n, guard, seed)
+    except Exception as exc:  # one odd skill must not sink a 70K-skill job; the summary names it
+        queries, rejected = [], {"generator_error": 1}
+        state.reason = f"offline generator error: {exc!r}"
     state.attempts, state.queries = 1, queries
     state.rejected.update(rejected)
     log.answer(state, queries, rejected, Usage(), "")
     state.status = OK if len(queries) >= n else FAILED
-    if state.status == FAILED:
+    if state.status == FAILED and state.reason is None:
         state.reason = f"the skill's text yields {len(queries)}/{n} usable requests"
     log.finish(state)
     return state

@@ -99,14 +99,15 @@ class LLMWorker:
 
     async def _reserve(self, prompt_tokens: int, max_tokens: int) -> bool:
         await self.slots.acquire()  # released in _settle, after the HTTP attempt ends
-        granted = await self.budget.reserve.remote(prompt_tokens, max_tokens)
+        granted = self.budget is None or await self.budget.reserve.remote(prompt_tokens, max_tokens)
         if not granted:
             self.slots.release()
         return granted
 
     async def _settle(self, prompt_tokens: int, max_tokens: int, usage: Usage) -> None:
         self.slots.release()
-        await self.budget.settle.remote(prompt_tokens, max_tokens, usage)
+        if self.budget is not None:
+            await self.budget.settle.remote(prompt_tokens, max_tokens, usage)
 
     async def __call__(self, batch: dict):
         if self.slots is None:  # created on the event loop that Ray Data runs this actor's batches on
@@ -195,8 +196,10 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
         ds = ray.data.from_items(rows)
         if generator == "llm":
             b = qc.budget
+            # Without a limit there is nothing to enforce: skip two actor calls per request.
+            limited = (b.max_requests, b.max_tokens, b.max_cost_usd) != (None, None, None)
             budget = ray.remote(Budget).remote(b.max_requests, b.max_tokens, b.max_cost_usd,
-                                               b.input_usd_per_mtok, b.output_usd_per_mtok)
+                                               b.input_usd_per_mtok, b.output_usd_per_mtok) if limited else None
             env = {k: os.environ[k] for k in (qc.api_key_env, "OPENAI_BASE_URL") if k in os.environ}
             ds = ds.map_batches(LLMWorker, fn_constructor_kwargs={"out_dir": str(out), "qc": qc, "budget": budget,
                                                                   "seed": config.seed},
@@ -214,7 +217,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
             if isinstance(exc, JobFailed) or "JobFailed" in str(exc):
                 raise JobFailed(str(exc).splitlines()[-1]) from None
             raise
-        if generator == "llm":
+        if generator == "llm" and budget is not None:
             budget_state = ray.get(budget.state.remote())
 
     states = replay(out / "parts")

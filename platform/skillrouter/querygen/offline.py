@@ -86,6 +86,8 @@ def _as_request(source: str, text: str, rng: random.Random) -> str:
     if source == "example":
         return text if text[-1:] in ".?!" else text + "."
     text = text.rstrip(" .?!")
+    if not text:
+        return ""
     if re.match(r"(?i)^(i|my|i'm|we|our)\b", text):
         return text[0].upper() + text[1:] + "."
     lowered = text[0].lower() + text[1:] if not text[:2].isupper() else text
@@ -116,9 +118,7 @@ def generate_offline(skill: Skill, n: int, guard: LeakGuard, seed: int = 0) -> t
     for source, text in candidates(skill):
         if len(accepted) >= n:
             break
-        if not text:
-            continue
-        query = _scrub_name(_as_request(source, text, rng), skill)
+        query = _scrub_name(_as_request(source, text, rng), skill) if text else ""
         reason = guard.accept(query)
         if reason is None:
             accepted.append(query)

@@ -76,6 +76,12 @@ class OpenAIStub:
     def _build_app(self) -> FastAPI:
         app = FastAPI()
 
+        @app.get("/stats")
+        async def stats():
+            return {"requests": sum(self.requests.values()), "answered": sum(self.answered.values()),
+                    "utilisation": self.utilisation(), "capacity": self.capacity, "latency_s": self.latency_s,
+                    "serving_s": (self.last_response or 0) - (self.first_request or 0)}
+
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
             body = await request.json()
@@ -109,8 +115,8 @@ class OpenAIStub:
 
         return app
 
-    def start(self) -> str:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+    def start(self, port: int = 0) -> str:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                 timeout_keep_alive=30)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -135,3 +141,25 @@ class OpenAIStub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main() -> None:
+    """Serve on 127.0.0.1 from a process of its own (load benchmarks keep it apart from the client)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--capacity", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    stub = OpenAIStub(capacity=args.capacity, latency_s=args.latency)
+    stub.start(args.port)
+    print(stub.base_url, flush=True)
+    try:
+        stub._thread.join()
+    except KeyboardInterrupt:
+        stub.stop()
+
+
+if __name__ == "__main__":
+    main()
