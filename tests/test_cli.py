@@ -66,3 +66,15 @@ def test_eval_several_systems_write_one_folder_each(tmp_path, capsys):
         assert all(len(p) == 5 for p in preds.values())
     assert main(["eval", "--benchmark", str(tmp_path / "nowhere"), "--system", "bm25", "--out", str(tmp_path)]) == 2
     assert "missing 'tasks.jsonl'" in capsys.readouterr().err
+
+
+def test_generate_queries_dry_run_and_missing_prompt(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    args = ["generate-queries", "--dry-run", f"run_dir={tmp_path}", "querygen.num_skills=10",
+            "querygen.base_url=http://127.0.0.1:9/v1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "query generation (llm): 10 of 239 skills, stratified over 24 categories" in out and "estimate: 10-30 requests" in out
+    assert not (tmp_path / "queries" / "queries.parquet").exists()
+    assert main([*args, "querygen.prompt_file=nowhere.yaml"]) == 2
+    assert "querygen.prompt_file: no such file 'nowhere.yaml'" in capsys.readouterr().err

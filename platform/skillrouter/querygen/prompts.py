@@ -18,6 +18,9 @@ class QueryPrompt:
 
     @classmethod
     def load(cls, path: str | Path, body_chars: int = 4000) -> QueryPrompt:
+        if not Path(path).is_file():
+            raise ValueError(f"querygen.prompt_file: no such file '{path}' (relative paths start at the current "
+                             f"directory; the default lives in the repository's configs/prompts/)")
         data = yaml.safe_load(Path(path).read_text())
         missing = {"system", "user"} - set(data or {})
         if missing:
