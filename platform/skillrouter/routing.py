@@ -42,9 +42,9 @@ class Router:
             if not isinstance(q, str) or not q.strip():
                 raise ValueError("query is empty")
         indices, scores = self.retriever.search(list(queries), top_k)
-        return [
-            [Route(rank + 1, s.id, s.name, float(score), s.description, s.category)
-             for rank, (i, score) in enumerate(zip(row_idx, row_scores))
-             for s in (self.skills[i],)]
-            for row_idx, row_scores in zip(indices, scores)
-        ]
+        return [[self._route(rank, i, score) for rank, (i, score) in enumerate(zip(row_idx, row_scores), start=1)]
+                for row_idx, row_scores in zip(indices, scores)]
+
+    def _route(self, rank: int, index: int, score: float) -> Route:
+        s = self.skills[index]
+        return Route(rank, s.id, s.name, float(score), s.description, s.category)
