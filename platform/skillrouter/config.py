@@ -78,6 +78,17 @@ class MiningConfig(_Section):
     random_negatives: int = Field(1, ge=0)
     jaccard_threshold: float = Field(0.6, ge=0, le=1, description="body word-trigram Jaccard")
     cosine_threshold: float = Field(0.92, ge=-1, le=1)
+    candidate_margin: int = Field(20, ge=0, description="extra dense/BM25 candidates kept for back-fill")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations for the Jaccard LSH")
+    lsh_threshold: float = Field(0.4, gt=0, le=1, description="LSH candidate threshold; exact Jaccard decides")
+    encoder: str = Field("minilm", description="encoder for neighbours and the cosine layer (id, path, 'minilm')")
+    encoder_max_length: int = Field(256, gt=0)
+    embed_batch_size: int = Field(64, gt=0)
+    embed_actors: int = Field(1, ge=1)
+    actors: int = Field(2, ge=1, description="Ray Data actors mining query batches")
+    batch_size: int = Field(256, ge=1, description="queries per mining batch")
+    cache_dir: str = Field(".cache/embeddings", description="corpus embeddings by (model, corpus version)")
+    sample_size: int = Field(12, ge=0, description="queries shown in mining_sample.md")
     seed: int = 0
 
 

@@ -1,0 +1,89 @@
+"""Corpus embeddings on Ray Data, cached on disk by (model, corpus version) for mining, training and indexing.
+
+Texts are sorted by length before batching, so a batch holds texts of similar length and little padding; each
+actor of the pool loads the encoder once (on a GPU when the cluster has one). The cache key covers the encoder
+spec and every skill's id and content hash: change one skill and the corpus is embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from skillrouter.corpus.skill import Skill
+from skillrouter.models.encoder import Encoder, EncoderSpec
+
+
+def corpus_version(skills: Sequence[Skill]) -> str:
+    h = hashlib.sha256()
+    for s in skills:
+        h.update(f"{s.id}\t{s.content_hash}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]) -> Path:
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.model.strip("/"))[-60:]
+    spec_hash = hashlib.sha256(spec.cache_key().encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"{model}-{spec_hash}" / f"{corpus_version(skills)}.npy"
+
+
+class EmbedWorker:
+    """Ray Data actor: one encoder per actor; embeds a batch of (idx, text) rows."""
+
+    def __init__(self, spec: EncoderSpec, batch_size: int):
+        self.encoder = Encoder.load(spec)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        texts = list(batch["text"])
+        return {"idx": batch["idx"], "embedding": list(self.encoder.encode(texts, self.batch_size))}
+
+
+def embed_texts(texts: Sequence[str], spec: EncoderSpec, *, actors: int = 1, batch_size: int = 64,
+                use_gpu: bool | None = None) -> np.ndarray:
+    """Embed `texts` through a Ray Data actor pool, longest first; rows come back in input order."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, include_dashboard=False)
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    ds = ray.data.from_items([{"idx": int(i), "text": texts[i]} for i in order])
+    ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs={"spec": spec, "batch_size": batch_size},
+                        batch_size=batch_size * 4, compute=ray.data.ActorPoolStrategy(size=actors),
+                        num_gpus=1 if use_gpu else 0)
+    out: np.ndarray | None = None
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        emb = np.stack(batch["embedding"]).astype(np.float32)
+        if out is None:
+            out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+        out[batch["idx"]] = emb
+    return out
+
+
+def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Path, *, actors: int = 1,
+                 batch_size: int = 64, log=print) -> np.ndarray:
+    """The corpus matrix (one unit row per skill, in order), from the cache when the model and corpus match."""
+    path = cache_path(cache_dir, spec, skills)
+    if path.exists():
+        log(f"corpus embeddings: cached {path}")
+        return np.load(path)
+    emb = embed_texts([Encoder.format_skill(s) for s in skills], spec, actors=actors, batch_size=batch_size)
+    save_embeddings(emb, path, spec, skills)
+    log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} -> {path}")
+    return emb
+
+
+def save_embeddings(emb: np.ndarray, path: Path, spec: EncoderSpec, skills: Sequence[Skill]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, emb.astype(np.float32))
+    tmp.replace(path)  # a reader never sees half a file
+    path.with_suffix(".json").write_text(json.dumps({"model": spec.model, "spec": spec.cache_key(),
+                                                      "skills": len(skills), "dim": int(emb.shape[1])}) + "\n")

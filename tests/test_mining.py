@@ -1,0 +1,152 @@
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from skillrouter.config import MiningConfig, load_config
+from skillrouter.corpus.ingest import read_skills
+from skillrouter.filtering.filter import FalseNegativeFilter
+from skillrouter.filtering.jaccard import NearDuplicates, trigram_shingles
+from skillrouter.mining.bm25 import BM25Index
+from skillrouter.mining.negatives import BM25, CATEGORY, DENSE, RANDOM, MiningIndex, mine_batch
+
+
+def make_index(names=None, categories=None, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    texts = [f"skill {i} " + " ".join(f"topic{i}x{j}" for j in range(6)) for i in range(n)]
+    names = names or [f"name-{i}" for i in range(n)]
+    cats = np.array(categories if categories is not None else [i % 3 for i in range(n)])
+    near = NearDuplicates([trigram_shingles(t) for t in texts])
+    index = MiningIndex([f"s{i}" for i in range(n)], cats, emb, BM25Index.build(texts),
+                        FalseNegativeFilter(names, near, emb, 0.92))
+    return index, emb, texts
+
+
+def query_for(emb, i, rng, noise=0.3):
+    q = emb[i] + noise * rng.standard_normal(emb.shape[1]).astype(np.float32)
+    return q / np.linalg.norm(q)
+
+
+def mine(index, emb, positives, cfg=None, queries=None, seed=1):
+    cfg = cfg or MiningConfig()
+    rng = np.random.default_rng(seed)
+    qe = np.stack([query_for(emb, p, rng) for p in positives])
+    queries = queries or [f"topic{p}x1 topic{p}x2" for p in positives]
+    return mine_batch(index, [f"q{k}" for k in range(len(positives))], queries, [f"s{p}" for p in positives], qe,
+                      cfg)
+
+
+def test_ten_negatives_by_source_and_rules():
+    index, emb, _ = make_index()
+    groups, stats = mine(index, emb, [0, 5, 11])
+    for g, pos in zip(groups, [0, 5, 11]):
+        ids = [n["skill_id"] for n in g]
+        assert Counter(n["source"] for n in g) == {DENSE: 4, BM25: 3, CATEGORY: 2, RANDOM: 1}
+        assert f"s{pos}" not in ids and len(set(ids)) == 10
+        cat = index.categories[pos]
+        assert all(index.categories[int(n["skill_id"][1:])] == cat for n in g if n["source"] == CATEGORY)
+        assert all(index.categories[int(n["skill_id"][1:])] != cat for n in g if n["source"] == RANDOM)
+        dense = [n["score"] for n in g if n["source"] == DENSE]
+        assert dense == sorted(dense, reverse=True)
+    assert stats["queries"] == 3 and stats["negatives"] == 30 and stats["backfilled"] == 0
+
+
+def test_dense_are_the_nearest_and_bm25_the_best_matches():
+    index, emb, _ = make_index()
+    rng = np.random.default_rng(1)
+    qe = query_for(emb, 4, rng)
+    groups, _ = mine_batch(index, ["q"], ["topic7x1 topic7x3 topic9x2"], ["s4"], qe[None], MiningConfig())
+    scores = emb @ qe
+    order = [i for i in np.argsort(-scores) if i != 4]
+    assert [n["skill_id"] for n in groups[0] if n["source"] == DENSE] == [f"s{i}" for i in order[:4]]
+    taken = {n["skill_id"] for n in groups[0] if n["source"] == DENSE} | {"s4"}
+    ranked = [f"s{i}" for i in index.bm25.search(["topic7x1 topic7x3 topic9x2"], 30)[0][0]]
+    bm25 = [n["skill_id"] for n in groups[0] if n["source"] == BM25]
+    assert bm25 == [sid for sid in ranked if sid not in taken][:3] and "s7" in taken | set(bm25)
+
+
+def test_filtered_candidates_are_replaced_from_the_same_source():
+    index, emb, _ = make_index()
+    rng = np.random.default_rng(1)
+    qe = query_for(emb, 4, rng)
+    nearest = [int(i) for i in np.argsort(-(emb @ qe)) if i != 4][:2]
+    names = [f"name-{i}" for i in range(30)]
+    names[nearest[0]] = "NAME_4"  # same normalised name as the positive: a false negative
+    filtered, _, _ = make_index(names=names)
+    groups, stats = mine_batch(filtered, ["q"], ["topic4x1"], ["s4"], qe[None], MiningConfig())
+    dense = [n["skill_id"] for n in groups[0] if n["source"] == DENSE]
+    assert f"s{nearest[0]}" not in dense and f"s{nearest[1]}" == dense[0] and len(dense) == 4
+    assert stats["removed_same_name"] == 1 and stats["backfilled"] == 0
+
+
+def test_backfill_when_a_category_is_too_small():
+    cats = [0] * 28 + [1, 1]  # the positive's category has one other member
+    index, emb, _ = make_index(categories=cats)
+    groups, stats = mine(index, emb, [28])
+    sources = Counter(n["source"] for n in groups[0])
+    # the one category-mate is taken by dense or by category; either way the category's gap is back-filled
+    assert len(groups[0]) == 10 and sources[CATEGORY] <= 1 and stats["backfilled"] == 2 - sources[CATEGORY]
+    assert sources[DENSE] == 4 + stats["backfilled"] and stats["short_groups"] == 0
+
+
+def test_short_group_when_the_corpus_is_tiny():
+    index, emb, _ = make_index(n=6, categories=[0, 0, 0, 1, 1, 2])
+    groups, stats = mine(index, emb, [0])
+    assert len(groups[0]) == 5 and stats["short_groups"] == 1  # every other skill, once
+
+
+def test_deterministic_and_independent_of_batching():
+    index, emb, _ = make_index()
+    one, _ = mine(index, emb, [0, 5, 11, 17])
+    again, _ = mine(index, emb, [0, 5, 11, 17])
+    assert one == again
+    rng = np.random.default_rng(1)
+    qe = np.stack([query_for(emb, p, rng) for p in [0, 5, 11, 17]])
+    split = [mine_batch(index, [f"q{k}"], [f"topic{p}x1 topic{p}x2"], [f"s{p}"], qe[k:k + 1], MiningConfig())[0][0]
+             for k, p in enumerate([0, 5, 11, 17])]
+    assert split == one
+    other, _ = mine(index, emb, [0, 5, 11, 17], cfg=MiningConfig(seed=9))
+    assert [n for g in other for n in g if n["source"] in (CATEGORY, RANDOM)] != \
+        [n for g in one for n in g if n["source"] in (CATEGORY, RANDOM)]
+
+
+def test_counts_follow_the_config():
+    index, emb, _ = make_index()
+    cfg = MiningConfig(dense_negatives=2, bm25_negatives=0, category_negatives=3, random_negatives=2)
+    groups, _ = mine(index, emb, [3], cfg=cfg)
+    assert Counter(n["source"] for n in groups[0]) == {DENSE: 2, CATEGORY: 3, RANDOM: 2}
+
+
+@pytest.fixture(scope="module")
+def bundled_queries(tmp_path_factory, ray_cluster, repo_root):
+    from skillrouter.querygen.job import run_query_generation
+
+    out = tmp_path_factory.mktemp("queries")
+    cfg = load_config(repo_root / "configs" / "local.yaml", ["querygen.generator=offline", "querygen.num_skills=40"])
+    run_query_generation(read_skills("bundled"), cfg, out, log=lambda *_: None)
+    return pq.read_table(out / "queries.parquet")
+
+
+def test_end_to_end_on_the_bundled_corpus(ray_cluster, repo_root, tmp_path, bundled_queries):
+    from skillrouter.mining.job import GROUPS_FILE, run_mining
+
+    skills = read_skills("bundled")
+    cfg = load_config(repo_root / "configs" / "local.yaml", [f"mining.cache_dir={tmp_path / 'cache'}"])
+    stats = run_mining(skills, bundled_queries, cfg, tmp_path / "mined", log=lambda *_: None)
+    groups = pq.read_table(tmp_path / "mined" / GROUPS_FILE).to_pylist()
+    assert len(groups) == bundled_queries.num_rows == stats["queries"]
+    assert all(len(g["negatives"]) == 10 for g in groups)
+    assert all(g["positive_id"] not in {n["skill_id"] for n in g["negatives"]} for g in groups)
+    assert stats["by_source"] == {"dense": 4 * len(groups), "bm25": 3 * len(groups), "category": 2 * len(groups),
+                                  "random": len(groups)}
+    # the bundled corpus publishes skills under shared names: the name layer has work to do
+    assert stats["removed_by_layer"]["same_name"] > 0 and 0 < stats["removed_share"] < 0.2
+    sample = (tmp_path / "mined" / "mining_sample.md").read_text()
+    assert sample.count("**positive**") == 12 and " dense " in sample
+    assert list((tmp_path / "cache").rglob("*.npy"))  # corpus embeddings cached for training and indexing
+    again = run_mining(skills, bundled_queries, cfg, tmp_path / "again", log=lambda *_: None)
+    assert again["timings"]["corpus_embedding_s"] < stats["timings"]["corpus_embedding_s"]
+    assert pq.read_table(tmp_path / "again" / GROUPS_FILE).to_pylist() == groups  # deterministic
