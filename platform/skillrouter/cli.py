@@ -1,4 +1,4 @@
-"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, pipeline, systems.
+"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, mine, pipeline, systems.
 
 Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
 `skillrouter pipeline --config configs/local.yaml eval.top_k=20 corpus.strict=true`.
@@ -111,6 +111,25 @@ def cmd_generate_queries(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mine(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from skillrouter.corpus.categories import load_categories
+    from skillrouter.mining.job import print_mining_summary, run_mining
+
+    config = _config(args)
+    run_dir = Path(config.run_dir)
+    queries_path = Path(args.queries or run_dir / "queries" / "queries.parquet")
+    if not queries_path.exists():
+        raise ValueError(f"no queries at {queries_path}: run `skillrouter generate-queries` first or pass --queries")
+    skills = _corpus(config, args.corpus)
+    categories = load_categories(queries_path.parent / "categories.json", skills)
+    out = args.out or str(run_dir / "mined")
+    summary = run_mining(skills, pq.read_table(queries_path), config, out, categories=categories)
+    print_mining_summary(summary, out)
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from skillrouter.pipeline import run_pipeline
 
@@ -171,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help="skills to use (default: the run directory's corpus, else corpus.sources)")
     p.add_argument("--out", help="output directory (default: RUN_DIR/queries)")
     p.add_argument("--dry-run", action="store_true", help="print the cost estimate and stop")
+
+    p = add("mine", cmd_mine, "mine hard negatives for generated queries and filter false negatives, on Ray Data")
+    p.add_argument("--corpus", help="skills (default: the run directory's corpus, else corpus.sources)")
+    p.add_argument("--queries", help="queries.parquet (default: RUN_DIR/queries/queries.parquet)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/mined)")
 
     add("pipeline", cmd_pipeline, "run the main job from a profile")
     add("systems", cmd_systems, "list the named retrieval systems")

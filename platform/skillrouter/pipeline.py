@@ -1,7 +1,7 @@
 """The main job: one profile drives every stage, each writing plain files under the run directory.
 
-Stages so far: ingest the corpus, generate training queries, answer the example requests, evaluate the configured
-systems on the benchmark.
+Stages so far: ingest the corpus, generate training queries, mine hard negatives, answer the example requests,
+evaluate the configured systems on the benchmark.
 """
 
 from __future__ import annotations
@@ -9,10 +9,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from skillrouter.config import PipelineConfig
+from skillrouter.corpus.categories import load_categories
 from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
 from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
 from skillrouter.evaluation.runner import evaluate_system, metrics_table, write_result
+from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
 from skillrouter.routing import Route, Router
 from skillrouter.tables import format_table, shorten
@@ -43,6 +47,13 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict[str, Path]:
         return outputs
     print_query_summary(summary, run_dir / "queries", log=lambda line: log("   " + line))
     outputs["queries"] = run_dir / "queries" / QUERIES_FILE
+
+    log(f"\n== mine hard negatives -> {run_dir / 'mined'}")
+    indent = lambda line: log("   " + line)  # noqa: E731
+    categories = load_categories(run_dir / "queries" / "categories.json", skills)
+    mined = run_mining(skills, pq.read_table(outputs["queries"]), config, run_dir / "mined", categories, indent)
+    print_mining_summary(mined, run_dir / "mined", indent)
+    outputs["groups"] = run_dir / "mined" / GROUPS_FILE
 
     if config.examples:
         router = Router(skills, config.routing.system, config)

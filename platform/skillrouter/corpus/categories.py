@@ -8,9 +8,11 @@ records how it was obtained, so later stages and reports can say which categorie
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.sparse.linalg import svds
@@ -78,6 +80,18 @@ def infer_categories(skills: Sequence[Skill], k: int = 32, seed: int = 0,
     labels = spherical_kmeans(np.asarray(vectors, dtype=np.float32), k, seed)
     return Categories({s.id: f"cluster-{label:03d}" for s, label in zip(skills, labels)},
                       f"kmeans(k={k}, vectors={vectors_name}, seed={seed})")
+
+
+def load_categories(path: str | Path, skills: Sequence[Skill]) -> Categories | None:
+    """Categories saved by an earlier stage (`categories.json`), if they cover every skill of `skills`."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    by_skill = data.get("by_skill", {})
+    if any(s.id not in by_skill for s in skills):
+        return None
+    return Categories({s.id: by_skill[s.id] for s in skills}, data.get("method", "unknown"))
 
 
 def categories_for(skills: Sequence[Skill], k: int = 32, seed: int = 0) -> Categories:

@@ -174,3 +174,15 @@ def write_sample(table: pa.Table, skills: Sequence[Skill], path: Path, n: int, s
             lines.append(f"- {neg['source']} {neg['score']:.3f} `{s.id}` ({s.name}): {shorten(s.description, 90)}")
         lines.append("")
     path.write_text("\n".join(lines))
+
+
+def print_mining_summary(summary: dict, out: str | Path, log=print) -> None:
+    removed = summary["removed_by_layer"]
+    log(f"{summary['queries']:,} groups, {summary['negatives']:,} negatives "
+        f"({', '.join(f'{k} {v:,}' for k, v in summary['by_source'].items())})")
+    log(f"false negatives removed: {', '.join(f'{k} {v:,}' for k, v in removed.items())} = "
+        f"{summary['removed_share']:.1%} of {summary['candidates_examined']:,} candidates; back-filled "
+        f"{summary['backfilled']:,}; short groups {summary['short_groups']}")
+    r = summary["lsh_recall"]
+    log(f"LSH recall against exact Jaccard: {r['found']}/{r['exact_pairs']} pairs on a sample of {r['sample']}")
+    log(f"wrote {Path(out) / GROUPS_FILE}, mining_stats.json and mining_sample.md")

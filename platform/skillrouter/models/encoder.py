@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from skillrouter.corpus.skill import Skill
-from skillrouter.models.loading import is_decoder, resolve_model_path
+from skillrouter.models.loading import dtype_kwargs, is_decoder, resolve_model_path
 
 DEFAULT_TASK = "Given a user's request, retrieve the agent skill that best serves it"
 QUERY_MAX_CHARS = 1500
@@ -64,7 +64,7 @@ class Encoder:
         path = resolve_model_path(spec.model)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-        model = AutoModel.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device)
+        model = AutoModel.from_pretrained(path, attn_implementation="sdpa", **dtype_kwargs(dtype)).to(device)
         return cls(model, AutoTokenizer.from_pretrained(path), spec)
 
     @property
@@ -94,14 +94,28 @@ class Encoder:
         pool = last_token_pool if self.decoder else mean_pool
         return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"]).float(), dim=-1)
 
+    def batches(self, texts: Sequence[str], batch_size: int = 64,
+                max_batch_tokens: int | None = None) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Tokenize once, sort by token count and cut into padded batches of similar length: at most
+        `batch_size` rows, and with `max_batch_tokens` at most that many tokens including padding."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.spec.max_length)["input_ids"]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out, start = [], 0
+        while start < len(order):
+            longest = len(ids[order[start]])
+            rows = batch_size if max_batch_tokens is None else max(1, min(batch_size, max_batch_tokens // longest))
+            idx = order[start:start + rows]
+            padded = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            out.append((idx, padded))
+            start += rows
+        return out
+
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 64, max_batch_tokens: int | None = None) -> np.ndarray:
         """Embed texts in length-sorted batches (little padding), returned in the input order."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            out[idx] = self.forward(self.tokenize([texts[i] for i in idx])).cpu().numpy()
+        for idx, batch in self.batches(texts, batch_size, max_batch_tokens):
+            out[idx] = self.forward(batch).cpu().numpy()
         return out
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:

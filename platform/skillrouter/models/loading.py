@@ -21,3 +21,11 @@ def is_decoder(config) -> bool:
     """Decoder-only models (Qwen3 and kin) pool the last token; encoders such as BERT pool the mean."""
     return bool(getattr(config, "is_decoder", False)) or config.model_type in {
         "qwen2", "qwen3", "qwen3_moe", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3"}
+
+
+def dtype_kwargs(dtype) -> dict:
+    """`dtype=` for transformers >= 4.56, `torch_dtype=` before (GPU images lag behind our pins)."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
