@@ -46,10 +46,25 @@ def timed_encode(enc: Encoder, batches) -> tuple[float, int, int, np.ndarray]:
     return seconds, real, padded, emb
 
 
-def plain_batches(enc: Encoder, texts: list[str], batch_size: int):
-    """The naive loop: input order, fixed batch size, padding to each batch's longest text."""
-    return [(np.arange(s, min(s + batch_size, len(texts))), enc.tokenize(texts[s:s + batch_size]))
-            for s in range(0, len(texts), batch_size)]
+def plain_encode(enc: Encoder, texts: list[str], batch_size: int) -> tuple[float, int, int, None]:
+    """The reference loop: input order, fixed batch size, left padding with an attention mask."""
+    tok = enc.tokenizer
+    tok.padding_side = "left"
+    batches = [tok(texts[s:s + batch_size], padding=True, truncation=True, max_length=enc.spec.max_length,
+                   return_tensors="pt") for s in range(0, len(texts), batch_size)]
+    tok.padding_side = "right"
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    real = padded = 0
+    with torch.inference_mode():
+        for batch in batches:
+            batch = {k: v.to(enc.device) for k, v in batch.items()}
+            real += int(batch["attention_mask"].sum())
+            padded += batch["attention_mask"].numel()
+            hidden = enc.model(**batch).last_hidden_state[:, -1]
+            torch.nn.functional.normalize(hidden.float(), dim=-1)
+    torch.cuda.synchronize()
+    return time.perf_counter() - started, real, padded, None
 
 
 def flops_per_token(cfg, mean_len: float) -> float:
@@ -69,16 +84,39 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=2048)
     p.add_argument("--budgets", default="65536,131072,262144")
     p.add_argument("--plain-batch", type=int, default=32)
+    p.add_argument("--qwen-size", default="0.6b", help="tiny for a CPU smoke run")
+    p.add_argument("--limit", type=int, default=None, help="use the first N texts (smoke runs)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--skip-minilm", action="store_true")
+    p.add_argument("--sample", type=int, default=6000, help="texts for the plain-versus-sorted comparison")
+    p.add_argument("--variants", action="store_true",
+                   help="also time SDPA backends and torch.compile on the sample (budget 131072)")
     args = p.parse_args()
-    from transformers import AutoModel, AutoTokenizer
+    if args.device == "cpu":  # smoke runs: make the CUDA calls no-ops
+        torch.cuda.synchronize = lambda: None
+        torch.cuda.get_device_name = lambda: "cpu"
 
     out = Path(args.out)
     texts = [t for f in args.texts for t in pq.read_table(f, columns=["text"]).column("text").to_pylist()]
+    texts = texts[: args.limit]
     report = {"skills": len(texts), "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
     print(f"{len(texts):,} texts on {report['gpu']}", flush=True)
 
+    def save() -> None:  # after every step: a run cut short still reports what it measured
+        (out / "gpu_embed.json").write_text(json.dumps(report, indent=1) + "\n")
+
     # 1. MiniLM (real weights) over the pool: the embeddings the CPU mining benchmark uses.
-    model = AutoModel.from_pretrained(args.minilm, **dtype_kwargs(torch.float16)).cuda()
+    if not args.skip_minilm:
+        minilm(args, texts, out, report)
+        save()
+    qwen3(args, texts, report, save)
+
+
+def minilm(args, texts: list[str], out: Path, report: dict) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    half = torch.float16 if args.device == "cuda" else torch.float32
+    model = AutoModel.from_pretrained(args.minilm, **dtype_kwargs(half)).to(args.device)
     enc = Encoder(model, AutoTokenizer.from_pretrained(args.minilm), EncoderSpec(model="minilm", max_length=256))
     started = time.perf_counter()
     batches = enc.batches(texts, batch_size=1024, max_batch_tokens=256 * 1024)
@@ -89,13 +127,17 @@ def main() -> None:
     print("minilm", report["minilm"], flush=True)
     for k, part in enumerate(np.array_split(emb, 4)):
         np.save(out / f"minilm-{k}.npy", part)
-    del model, enc
 
-    # 2. Qwen3-0.6B architecture, random weights, bf16: our length-sorted, token-budget batches against the
-    #    plain loop, for tokens/s and MFU.
+
+def qwen3(args, texts: list[str], report: dict, save) -> None:
+    """Qwen3-0.6B architecture, random weights, bf16: our length-sorted, token-budget batches against the plain
+    loop on a sample, then the whole pool with each budget, for tokens/s and MFU."""
+    from transformers import AutoModel, AutoTokenizer
+
     torch.manual_seed(0)
-    cfg = qwen3_config("0.6b")
-    model = AutoModel.from_config(cfg, attn_implementation="sdpa", **dtype_kwargs(torch.bfloat16)).cuda().eval()
+    cfg = qwen3_config(args.qwen_size)
+    bf16 = torch.bfloat16 if args.device == "cuda" else torch.float32
+    model = AutoModel.from_config(cfg, attn_implementation="sdpa", **dtype_kwargs(bf16)).to(args.device).eval()
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     enc = Encoder(model, tok, EncoderSpec(model="qwen3-0.6b-random", max_length=args.max_length))
     started = time.perf_counter()
@@ -104,26 +146,48 @@ def main() -> None:
     report["qwen3_tokenize_s"] = round(time.perf_counter() - started, 2)
     report["qwen3_tokens"] = int(lengths.sum())
     report["qwen3_mean_len"] = round(float(lengths.mean()), 1)
-    warm = enc.batches(texts[:2000], 64, 65536)
-    timed_encode(enc, warm)
-    runs = {}
-    sample = texts[:12000]  # the plain loop is slow: time it on a slice, the same for every variant
-    plain = timed_encode(enc, plain_batches(enc, sample, args.plain_batch))
-    sorted_sample = timed_encode(enc, enc.batches(sample, 4096, 131072))
-    for name, (s, real, padded, _) in (("plain_sample", plain), ("sorted_sample", sorted_sample)):
-        runs[name] = {"texts": len(sample), "seconds": round(s, 2), "tokens_per_s": round(real / s),
-                      "padding_share": round(1 - real / padded, 4)}
-    for budget in (int(b) for b in args.budgets.split(",")):
-        s, real, padded, _ = timed_encode(enc, enc.batches(texts, 4096, budget))
-        runs[f"pool_budget_{budget}"] = {"seconds": round(s, 2), "tokens_per_s": round(real / s),
-                                         "padding_share": round(1 - real / padded, 4)}
     fpt = flops_per_token(cfg, report["qwen3_mean_len"])
-    for r in runs.values():
-        r["mfu"] = round(r["tokens_per_s"] * fpt / PEAK_BF16, 3)
-    report["qwen3_runs"] = runs
     report["qwen3_gflop_per_token"] = round(fpt / 1e9, 3)
-    print(json.dumps(report, indent=1), flush=True)
-    (out / "gpu_embed.json").write_text(json.dumps(report, indent=1) + "\n")
+    runs = report["qwen3_runs"] = {}
+
+    def record(name: str, result, n: int) -> None:
+        s, real, padded, _ = result
+        runs[name] = {"texts": n, "seconds": round(s, 2), "tokens_per_s": round(real / s),
+                      "padding_share": round(1 - real / padded, 4), "mfu": round(real / s * fpt / PEAK_BF16, 3)}
+        print(name, runs[name], flush=True)
+        save()
+
+    timed_encode(enc, enc.batches(texts[:1000], 64, 65536))  # warm-up
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), min(args.sample, len(texts)), replace=False)]
+    record("plain_sample", plain_encode(enc, sample, args.plain_batch), len(sample))
+    budgets = [int(b) for b in args.budgets.split(",")]
+    for budget in budgets:
+        record(f"sorted_sample_{budget}", timed_encode(enc, enc.batches(sample, 4096, budget)), len(sample))
+    if args.variants:
+        variants(enc, sample, record)
+        return
+    best = max(budgets, key=lambda b: runs[f"sorted_sample_{b}"]["tokens_per_s"])
+    record(f"all_{best}", timed_encode(enc, enc.batches(texts, 4096, best)), len(texts))
+
+
+def variants(enc: Encoder, sample: list[str], record) -> None:
+    """Which attention kernel serves the mask-free batches, and what compiling the model adds."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    batches = enc.batches(sample, 4096, 131072)
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        try:
+            with sdpa_kernel([backend]):
+                record(f"sdpa_{name}", timed_encode(enc, batches), len(sample))
+        except RuntimeError as exc:
+            print(f"sdpa_{name}: not usable: {str(exc).splitlines()[0][:200]}", flush=True)
+    started = time.perf_counter()
+    enc.model = torch.compile(enc.model, dynamic=True)
+    timed_encode(enc, enc.batches(sample[:500], 4096, 131072))
+    print(f"compile + warm-up {time.perf_counter() - started:.0f} s", flush=True)
+    record("compiled", timed_encode(enc, batches), len(sample))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,14 @@ def ray_cluster():
     ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ctx.address_info["address"]
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> Path:
+    """A randomly initialised Qwen3 encoder with a BPE tokenizer trained on the bundled corpus."""
+    from skillrouter.corpus.ingest import read_skills
+    from skillrouter.testing.tiny_models import save_qwen3, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny-qwen3")
+    tok = train_tokenizer((s.text() for s in read_skills("bundled")), root / "tokenizer", vocab_size=2000)
+    return save_qwen3(root / "encoder", tok, size="tiny")

@@ -51,7 +51,7 @@ class Encoder:
     def __init__(self, model, tokenizer, spec: EncoderSpec):
         self.model, self.tokenizer, self.spec = model.eval(), tokenizer, spec
         self.decoder = is_decoder(model.config)
-        self.tokenizer.padding_side = "left" if self.decoder else "right"
+        self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
@@ -90,7 +90,10 @@ class Encoder:
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled, L2-normalised embeddings with gradients (training calls this)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = self.model(**batch).last_hidden_state
+        if self.decoder:  # right padding + causal attention: pads are invisible to real tokens, no mask needed
+            hidden = self.model(input_ids=batch["input_ids"]).last_hidden_state
+        else:
+            hidden = self.model(**batch).last_hidden_state
         pool = last_token_pool if self.decoder else mean_pool
         return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"]).float(), dim=-1)
 
