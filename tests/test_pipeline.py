@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 def test_main_job_runs_from_the_local_profile(repo_root, tmp_path, ray_cluster):
     done = subprocess.run(
         [sys.executable, "jobs/run_pipeline.py", "--config", "configs/local.yaml", f"run_dir={tmp_path}",
-         "examples=[merge these PDF files into one]"],
+         "examples=[merge these PDF files into one]", f"mining.cache_dir={tmp_path / 'cache'}"],
         cwd=repo_root, capture_output=True, text=True, check=True, env={**os.environ, "RAY_ADDRESS": ray_cluster})
     out = done.stdout
     assert "> merge these PDF files into one" in out and "rank  skill" in out
@@ -20,6 +20,9 @@ def test_main_job_runs_from_the_local_profile(repo_root, tmp_path, ray_cluster):
         assert f"{system:<8} all" in out
     queries = pq.read_table(tmp_path / "queries" / "queries.parquet")
     assert queries.num_rows >= 3 * 200 and "queries (offline" in out
+    groups = pq.read_table(tmp_path / "mined" / "groups.parquet")
+    assert groups.num_rows == queries.num_rows and "false negatives removed: same_name" in out
+    assert (tmp_path / "mined" / "mining_sample.md").exists()
     assert (tmp_path / "corpus" / "skills.parquet").exists() and (tmp_path / "benchmark" / "relevance.json").exists()
 
 

@@ -35,16 +35,18 @@ def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]
 class EmbedWorker:
     """Ray Data actor: one encoder per actor; embeds a batch of (idx, text) rows."""
 
-    def __init__(self, spec: EncoderSpec, batch_size: int):
-        self.encoder = Encoder.load(spec)
-        self.batch_size = batch_size
+    def __init__(self, spec: EncoderSpec, batch_size: int, max_batch_tokens: int | None, compile: bool):
+        self.encoder = Encoder.load(spec, compile=compile)
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
 
     def __call__(self, batch: dict) -> dict:
         texts = list(batch["text"])
-        return {"idx": batch["idx"], "embedding": list(self.encoder.encode(texts, self.batch_size))}
+        emb = self.encoder.encode(texts, self.batch_size, self.max_batch_tokens)
+        return {"idx": batch["idx"], "embedding": list(emb)}
 
 
 def embed_texts(texts: Sequence[str], spec: EncoderSpec, *, actors: int = 1, batch_size: int = 64,
+                max_batch_tokens: int | None = None, compile: bool = False,
                 use_gpu: bool | None = None) -> np.ndarray:
     """Embed `texts` through a Ray Data actor pool, longest first; rows come back in input order."""
     import ray
@@ -55,7 +57,8 @@ def embed_texts(texts: Sequence[str], spec: EncoderSpec, *, actors: int = 1, bat
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     order = np.argsort([-len(t) for t in texts], kind="stable")
     ds = ray.data.from_items([{"idx": int(i), "text": texts[i]} for i in order])
-    ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs={"spec": spec, "batch_size": batch_size},
+    kwargs = {"spec": spec, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "compile": compile}
+    ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs=kwargs,
                         batch_size=batch_size * 4, compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=1 if use_gpu else 0)
     out: np.ndarray | None = None
@@ -68,13 +71,15 @@ def embed_texts(texts: Sequence[str], spec: EncoderSpec, *, actors: int = 1, bat
 
 
 def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Path, *, actors: int = 1,
-                 batch_size: int = 64, log=print) -> np.ndarray:
+                 batch_size: int = 64, max_batch_tokens: int | None = None, compile: bool = False,
+                 log=print) -> np.ndarray:
     """The corpus matrix (one unit row per skill, in order), from the cache when the model and corpus match."""
     path = cache_path(cache_dir, spec, skills)
     if path.exists():
         log(f"corpus embeddings: cached {path}")
         return np.load(path)
-    emb = embed_texts([Encoder.format_skill(s) for s in skills], spec, actors=actors, batch_size=batch_size)
+    emb = embed_texts([Encoder.format_skill(s) for s in skills], spec, actors=actors, batch_size=batch_size,
+                      max_batch_tokens=max_batch_tokens, compile=compile)
     save_embeddings(emb, path, spec, skills)
     log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} -> {path}")
     return emb

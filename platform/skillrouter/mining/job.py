@@ -106,12 +106,15 @@ def run_mining(skills: Sequence[Skill], queries: pa.Table, config: PipelineConfi
     timings["categories_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     embeddings = embed_skills(skills, encoder_spec(cfg), cfg.cache_dir, actors=cfg.embed_actors,
-                              batch_size=cfg.embed_batch_size, log=log)
+                              batch_size=cfg.embed_batch_size, max_batch_tokens=cfg.embed_max_batch_tokens,
+                              compile=cfg.compile_encoder, log=log)
     timings["corpus_embedding_s"] = round(time.perf_counter() - started, 2)
     index, near = build_index(skills, categories, embeddings, config, timings, log)
 
     started = time.perf_counter()
-    ds = ray.data.from_arrow(queries.select(["query_id", "query", "skill_id"]))
+    table = queries.select(["query_id", "query", "skill_id"])
+    # one block per batch: a single block would be one task, and one actor would do all the work
+    ds = ray.data.from_arrow([table.slice(i, cfg.batch_size) for i in range(0, table.num_rows, cfg.batch_size)])
     ds = ds.map_batches(MiningWorker, fn_constructor_kwargs={"index_ref": [ray.put(index)], "cfg": cfg},
                         batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=cfg.actors),
                         batch_format="numpy")

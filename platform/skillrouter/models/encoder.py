@@ -57,7 +57,9 @@ class Encoder:
 
     @classmethod
     def load(cls, spec: EncoderSpec | str = EncoderSpec(), device: str | None = None,
-             dtype: torch.dtype | None = None) -> Encoder:
+             dtype: torch.dtype | None = None, compile: bool = False) -> Encoder:
+        """`compile` wraps the model in torch.compile (dynamic shapes): on an H200 the Qwen3-0.6B encoder went
+        from 185K to 236K tokens/s after a 74 s compile, worth it for a whole corpus, not for a few queries."""
         from transformers import AutoModel, AutoTokenizer
 
         spec = EncoderSpec(model=spec) if isinstance(spec, str) else spec
@@ -65,7 +67,10 @@ class Encoder:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         model = AutoModel.from_pretrained(path, attn_implementation="sdpa", **dtype_kwargs(dtype)).to(device)
-        return cls(model, AutoTokenizer.from_pretrained(path), spec)
+        encoder = cls(model, AutoTokenizer.from_pretrained(path), spec)
+        if compile:
+            encoder.model = torch.compile(encoder.model, dynamic=True)
+        return encoder
 
     @property
     def device(self) -> torch.device:
