@@ -17,6 +17,7 @@ import numpy as np
 
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.raycluster import ensure_ray
 
 
 def corpus_version(skills: Sequence[Skill]) -> str:
@@ -51,8 +52,7 @@ def embed_texts(texts: Sequence[str], spec: EncoderSpec, *, actors: int = 1, bat
     """Embed `texts` through a Ray Data actor pool, longest first; rows come back in input order."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, include_dashboard=False)
+    ensure_ray()
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     order = np.argsort([-len(t) for t in texts], kind="stable")

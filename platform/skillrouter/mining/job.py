@@ -28,6 +28,7 @@ from skillrouter.mining.bm25 import BM25Index
 from skillrouter.mining.embeddings import embed_skills
 from skillrouter.mining.negatives import SOURCES, MiningIndex, mine_batch
 from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.raycluster import ensure_ray
 from skillrouter.tables import shorten
 
 GROUPS_FILE = "groups.parquet"
@@ -99,8 +100,7 @@ def run_mining(skills: Sequence[Skill], queries: pa.Table, config: PipelineConfi
     queries = queries.filter(pa.array([sid in known for sid in queries.column("skill_id").to_pylist()]))
     if queries.num_rows == 0:
         raise ValueError("no query has its positive skill in the corpus: check --corpus and --queries")
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, include_dashboard=False)
+    ensure_ray()
     started = time.perf_counter()
     categories = categories or categories_for(skills, seed=config.seed)
     timings["categories_s"] = round(time.perf_counter() - started, 2)

@@ -25,10 +25,11 @@ from skillrouter.corpus.skill import Skill
 from skillrouter.querygen.budget import Budget, Usage
 from skillrouter.querygen.client import ChatClient, JobFailed, RetryPolicy
 from skillrouter.querygen.generate import generate_llm, generate_offline_logged
-from skillrouter.querygen.leak_guard import LeakGuard, document_frequencies
+from skillrouter.querygen.leak_guard import LeakGuard, document_frequencies, normalise
 from skillrouter.querygen.log import FAILED, OK, LogWriter, SkillState, replay
 from skillrouter.querygen.prompts import QueryPrompt
 from skillrouter.querygen.sampling import stratified_sample
+from skillrouter.raycluster import ensure_ray
 
 QUERIES_FILE = "queries.parquet"
 QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("skill_id", pa.string()), ("query", pa.string()),
@@ -43,8 +44,6 @@ def resolve_generator(qc: QueryGenConfig) -> str:
 
 
 def _guard(row: dict, qc: QueryGenConfig) -> LeakGuard:
-    from skillrouter.querygen.leak_guard import normalise
-
     return LeakGuard(normalise(row["name"]), set(row["identifiers"]), min_chars=qc.min_chars,
                      max_chars=qc.max_chars, min_words=qc.min_words)
 
@@ -201,8 +200,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
             rows.append({"id": s.id, "name": s.name, "description": s.description, "body": s.body,
                          "category": cats.by_skill[s.id], "identifiers": sorted(guard.identifiers),
                          "queries": prior.queries, "attempts": prior.attempts})
-        if not ray.is_initialized():
-            ray.init(log_to_driver=False, include_dashboard=False)
+        ensure_ray()
         ds = ray.data.from_items(rows)
         if generator == "llm":
             b = qc.budget
