@@ -190,7 +190,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
         if qc.dry_run:
             return {"dry_run": True, "estimate": est}
 
-    budget_state = None
+    budget, budget_state = None, None
     if todo:
         df, num_docs = document_frequencies(skills)
         rows = []
@@ -224,7 +224,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
             if isinstance(exc, JobFailed) or "JobFailed" in str(exc):
                 raise JobFailed(str(exc).splitlines()[-1]) from None
             raise
-        if generator == "llm" and budget is not None:
+        if budget is not None:
             budget_state = ray.get(budget.state.remote())
 
     states = replay(out / "parts")
