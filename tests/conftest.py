@@ -87,3 +87,14 @@ def tiny_qwen3(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-qwen3")
     tok = train_tokenizer((s.text() for s in read_skills("bundled")), root / "tokenizer", vocab_size=2000)
     return save_qwen3(root / "encoder", tok, size="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_reranker(tiny_qwen3) -> Path:
+    """A randomly initialised Qwen3 causal LM sharing the tiny encoder's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from skillrouter.testing.tiny_models import save_qwen3
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3)
+    return save_qwen3(tiny_qwen3.parent / "reranker", tok, size="tiny", causal_lm=True, seed=1)

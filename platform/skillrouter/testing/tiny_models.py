@@ -23,7 +23,7 @@ QWEN3_SIZES = {
 
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 4096):
     """A byte-level BPE tokenizer with Qwen3's special tokens, saved as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -33,6 +33,8 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    # Qwen3-Reranker reads its answer from the single tokens "yes" and "no"; make sure they exist.
+    fast.add_tokens([AddedToken("yes", single_word=True), AddedToken("no", single_word=True)])
     fast.save_pretrained(str(out_dir))
     return fast
 

@@ -1,0 +1,101 @@
+"""Cross-encoder rerankers: Qwen3-Reranker (a yes/no judgement of a causal LM) and BERT-style sequence
+classification (MiniLM-initialised for the embedded default).
+
+Qwen3-Reranker input: a fixed system prefix, then `<Instruct>: {instruction}\\n<Query>: {query}\\n<Document>:
+{name} | {description} | {body}`, then the assistant suffix with an empty think block. The score is
+logit("yes") - logit("no") at the last position. Only the two rows of the LM head for "yes" and "no" are applied:
+the full 151K-token vocabulary projection would cost as much as several transformer layers and is never needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from skillrouter.corpus.skill import Skill
+from skillrouter.models.encoder import last_token_pool
+from skillrouter.models.loading import dtype_kwargs, is_decoder, resolve_model_path
+
+PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+          "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+DEFAULT_INSTRUCTION = "Given a user's request, judge whether this agent skill serves it"
+
+
+@dataclass(frozen=True)
+class RerankerSpec:
+    model: str = "minilm"
+    max_length: int = 512
+    instruction: str = DEFAULT_INSTRUCTION
+
+
+class Reranker:
+    """`score(query, skills)` -> one logit per skill; `forward(batch)` keeps gradients for training."""
+
+    def __init__(self, model, tokenizer, spec: RerankerSpec):
+        self.model, self.tokenizer, self.spec = model.eval(), tokenizer, spec
+        self.decoder = is_decoder(model.config)
+        self.tokenizer.padding_side = "right"  # causal: pads after the text are invisible to it (see encoder.py)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.decoder:
+            yes, no = (self.tokenizer.convert_tokens_to_ids(t) for t in ("yes", "no"))
+            if yes is None or no is None or yes == self.tokenizer.unk_token_id or no == self.tokenizer.unk_token_id:
+                raise ValueError(f"{spec.model}: the tokenizer has no single 'yes'/'no' tokens")
+            self.yes_no = torch.tensor([yes, no])
+
+    @classmethod
+    def load(cls, spec: RerankerSpec | str = RerankerSpec(), device: str | None = None,
+             dtype: torch.dtype | None = None) -> Reranker:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+        spec = RerankerSpec(model=spec) if isinstance(spec, str) else spec
+        path = resolve_model_path(spec.model)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        auto = AutoModelForCausalLM if is_decoder(AutoConfig.from_pretrained(path)) else \
+            AutoModelForSequenceClassification
+        extra = {} if auto is AutoModelForCausalLM else {"num_labels": 1}
+        model = auto.from_pretrained(path, attn_implementation="sdpa", **extra, **dtype_kwargs(dtype)).to(device)
+        return cls(model, AutoTokenizer.from_pretrained(path), spec)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def format_pair(self, query: str, skill: Skill) -> str | tuple[str, str]:
+        if self.decoder:
+            return (f"{PREFIX}<Instruct>: {self.spec.instruction}\n<Query>: {query}\n<Document>: {skill.text()}"
+                    f"{SUFFIX}")
+        return query, skill.text()
+
+    def tokenize(self, pairs: Sequence[str | tuple[str, str]]) -> dict[str, torch.Tensor]:
+        if not self.decoder:
+            queries, docs = zip(*pairs)
+            return self.tokenizer(list(queries), list(docs), padding=True, truncation="only_second",
+                                  max_length=self.spec.max_length, return_tensors="pt")
+        # Truncate the document, never the suffix: the judgement is read at the suffix's last token.
+        suffix_ids = self.tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
+        body = self.tokenizer([p[: -len(SUFFIX)] for p in pairs], add_special_tokens=False, truncation=True,
+                              max_length=self.spec.max_length - len(suffix_ids))["input_ids"]
+        return self.tokenizer.pad({"input_ids": [b + suffix_ids for b in body]}, return_tensors="pt")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if not self.decoder:
+            return self.model(**batch).logits.squeeze(-1).float()
+        hidden = self.model.model(input_ids=batch["input_ids"]).last_hidden_state
+        last = last_token_pool(hidden, batch["attention_mask"])
+        rows = self.model.lm_head.weight[self.yes_no.to(self.device)]  # (2, d): "yes" and "no" only
+        logits = last @ rows.T
+        if getattr(self.model.lm_head, "bias", None) is not None:
+            logits = logits + self.model.lm_head.bias[self.yes_no.to(self.device)]
+        return (logits[:, 0] - logits[:, 1]).float()
+
+    @torch.inference_mode()
+    def score(self, query: str, skills: Sequence[Skill], batch_size: int = 16) -> torch.Tensor:
+        pairs = [self.format_pair(query, s) for s in skills]
+        return torch.cat([self.forward(self.tokenize(pairs[i:i + batch_size]))
+                          for i in range(0, len(pairs), batch_size)]).cpu()

@@ -1,0 +1,87 @@
+import math
+
+import pytest
+import torch
+
+from skillrouter.corpus.skill import Skill
+from skillrouter.models.reranker import PREFIX, SUFFIX, Reranker, RerankerSpec
+from skillrouter.training.losses import InfoNCELoss, ListwiseCELoss, PointwiseBCELoss
+
+
+def unit(*rows):
+    t = torch.tensor(rows, dtype=torch.float32)
+    return t / t.norm(dim=-1, keepdim=True)
+
+
+def test_infonce_by_hand():
+    q = unit([1, 0], [0, 1])
+    p = unit([1, 0], [1, 1])
+    # candidates: both positives; scores q0: [1, .7071], q1: [0, .7071]; tau = 0.5
+    s = 1 / math.sqrt(2)
+    expected = (-math.log(math.exp(2) / (math.exp(2) + math.exp(2 * s)))
+                - math.log(math.exp(2 * s) / (1 + math.exp(2 * s)))) / 2
+    assert InfoNCELoss(0.5)(q, p).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_infonce_with_hard_negatives_and_masking():
+    q = unit([1, 0])
+    p = unit([1, 0])
+    negs = unit([0, 1], [1, 0.01])[None]  # the second is nearly identical to the positive
+    scores = torch.tensor([1.0, 0.0, float(unit([1, 0.01])[0, 0])])
+    expected = -torch.log_softmax(scores / 0.05, 0)[0].item()
+    assert InfoNCELoss()(q, p, negs).item() == pytest.approx(expected, rel=1e-5)
+    # masking drops negatives scoring above positive + margin; a margin of -0.01 catches the near-duplicate only
+    masked = InfoNCELoss(mask_margin=-0.01)(q, p, negs).item()
+    assert masked == pytest.approx(-torch.log_softmax(scores[:2] / 0.05, 0)[0].item(), rel=1e-5)
+    assert InfoNCELoss.__init__.__defaults__ == (0.05, None)  # the paper's temperature
+
+
+def test_listwise_and_pointwise_by_hand():
+    scores = torch.tensor([[2.0, 0.0, -1.0]])
+    z = math.exp(2) + 1 + math.exp(-1)
+    assert ListwiseCELoss()(scores).item() == pytest.approx(-math.log(math.exp(2) / z), rel=1e-6)
+    assert ListwiseCELoss(0.5)(scores).item() == pytest.approx(
+        -math.log(math.exp(4) / (math.exp(4) + 1 + math.exp(-2))), rel=1e-6)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    bce = -(math.log(sig(2)) + math.log(1 - sig(0)) + math.log(1 - sig(-1))) / 3
+    assert PointwiseBCELoss()(scores).item() == pytest.approx(bce, rel=1e-6)
+
+
+SKILLS = [Skill("a", "pdf-tools", "Merge PDFs.", "Use qpdf to merge files."),
+          Skill("b", "k8s-rollout", "Roll out safely.", "kubectl rollout status " * 50)]
+
+
+@pytest.fixture(scope="module")
+def qwen_reranker(tiny_qwen3_reranker):
+    return Reranker.load(RerankerSpec(model=str(tiny_qwen3_reranker), max_length=96), device="cpu")
+
+
+def test_qwen3_reranker_format(qwen_reranker):
+    text = qwen_reranker.format_pair("merge my pdfs", SKILLS[0])
+    assert text.startswith(PREFIX) and text.endswith(SUFFIX)
+    assert "<Query>: merge my pdfs\n<Document>: pdf-tools | Merge PDFs. | Use qpdf to merge files." in text
+    batch = qwen_reranker.tokenize([qwen_reranker.format_pair("q", s) for s in SKILLS])
+    suffix = qwen_reranker.tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
+    for row, mask in zip(batch["input_ids"], batch["attention_mask"]):
+        real = row[: int(mask.sum())].tolist()
+        assert real[-len(suffix):] == suffix and len(real) <= 96  # long documents lose body, never the suffix
+
+
+def test_two_row_head_equals_the_full_vocabulary_difference(qwen_reranker):
+    batch = qwen_reranker.tokenize([qwen_reranker.format_pair("merge my pdfs", s) for s in SKILLS])
+    with torch.no_grad():
+        ours = qwen_reranker.forward(batch)
+        logits = qwen_reranker.model(input_ids=batch["input_ids"]).logits
+    last = batch["attention_mask"].sum(dim=1) - 1
+    yes, no = qwen_reranker.yes_no.tolist()
+    full = logits[torch.arange(2), last]
+    torch.testing.assert_close(ours, (full[:, yes] - full[:, no]).float(), atol=1e-5, rtol=1e-5)
+    alone = torch.cat([qwen_reranker.score("merge my pdfs", [s]) for s in SKILLS])
+    torch.testing.assert_close(qwen_reranker.score("merge my pdfs", SKILLS), alone, atol=1e-5, rtol=1e-5)
+
+
+def test_minilm_cross_encoder_scores_pairs():
+    rr = Reranker.load(RerankerSpec(model="minilm", max_length=64), device="cpu")
+    assert not rr.decoder and rr.format_pair("q", SKILLS[0]) == ("q", SKILLS[0].text())
+    scores = rr.score("merge my pdfs", SKILLS)
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
