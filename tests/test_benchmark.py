@@ -107,3 +107,14 @@ def test_distractors_grow_the_pool_and_keep_labels(eval_core_dir, tmp_path):
     result = evaluate_system("bm25", bench)
     assert result.predictions["t1"][0] == "pdf2" and "pdf" in result.predictions["t1"]
     assert result.metrics["single"]["Hit@1"] == 0.0
+
+
+def test_dense_systems(eval_core_dir):
+    from skillrouter import Router
+
+    skills = load_eval_core(eval_core_dir).skills
+    for name in ("minilm", "dense:minilm"):
+        routes = Router(skills, name).route("combine two PDF documents into one file", top_k=3)
+        assert routes[0].skill_id == "pdf" and -1.0 <= routes[-1].score <= routes[0].score <= 1.0
+    with pytest.raises(ValueError, match="or dense:MODEL"):
+        Router(skills, "dense")
