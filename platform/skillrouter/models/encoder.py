@@ -88,10 +88,6 @@ class Encoder:
     def format_skill(skill: Skill) -> str:
         return skill.text()
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.spec.max_length,
-                              return_tensors="pt")
-
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled, L2-normalised embeddings with gradients (training calls this)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
