@@ -73,3 +73,13 @@ def test_odd_texts_never_crash(body):
     skill = Skill("odd/x", "odd-one", "...", body)
     queries, _ = generate_offline(skill, 3, LeakGuard.for_skill(skill))
     assert all(len(q) >= 20 for q in queries)
+
+
+def test_name_scrub_leaves_no_contentless_request_and_numbering_goes():
+    body = ("# Bun Server Best Practices Workflow\n\n## 1) Confirm architecture before coding\n\n"
+            "## Step 2: Plan module boundaries first\n")
+    skill = Skill("x/bun", "bun-server-best-practices", "Must be used for Bun Server tasks.", body)
+    queries, _ = generate_offline(skill, 5, LeakGuard.for_skill(skill))
+    assert "I need help with Workflow." not in queries
+    assert "I need help with confirm architecture before coding." in queries
+    assert "I need help with plan module boundaries first." in queries

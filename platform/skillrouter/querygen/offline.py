@@ -26,6 +26,7 @@ _USE_WHEN = re.compile(r"(?i)\b(?:use (?:this skill |it )?(?:when|whenever|if|fo
 _HEADING = re.compile(r"(?m)^#{1,4}\s+(?P<h>.+?)\s*$")
 _SECTION = re.compile(r"(?ims)^#{1,4}\s*when to use[^\n]*\n(?P<body>.*?)(?=^#{1,4}\s|\Z)")
 _BULLET = re.compile(r"(?m)^\s*(?:[-*+]|\d+[.)])\s+(?P<item>.+?)\s*$")
+_NUMBERING = re.compile(r"(?i)^(?:step\s*)?\d+(?:\.\d+)*[.):]?\s+")  # "1)", "1.2", "Step 3:"
 _MARKUP = re.compile(r"[*_`#>|]+|\[(.*?)\]\([^)]*\)")
 _SKIP_HEADINGS = {"when to use", "steps", "examples", "example", "constraints", "output format", "inputs",
                   "overview", "pitfalls", "notes", "references", "usage", "instructions", "context"}
@@ -77,7 +78,7 @@ def candidates(skill: Skill) -> Iterator[tuple[str, str]]:
     first_sentence = re.split(r"(?<=[.!?])\s", skill.description.strip(), maxsplit=1)[0]
     yield "description", _imperative(_clean(first_sentence))
     for m in _HEADING.finditer(skill.body):
-        heading = _clean(m.group("h"))
+        heading = _NUMBERING.sub("", _clean(m.group("h")))
         if heading.lower() not in _SKIP_HEADINGS and len(heading.split()) >= 3:
             yield "heading", _imperative(heading)
 
@@ -118,7 +119,10 @@ def generate_offline(skill: Skill, n: int, guard: LeakGuard, seed: int = 0) -> t
     for source, text in candidates(skill):
         if len(accepted) >= n:
             break
-        query = _scrub_name(_as_request(source, text, rng), skill) if text else ""
+        # Scrub the name before phrasing the request, so that a heading like "PDF Tools Workflow" cannot leave a
+        # contentless "I need help with Workflow."; what is left must still say something.
+        text = _scrub_name(text, skill)
+        query = _as_request(source, text, rng) if len(text.split()) >= 3 else ""
         reason = guard.accept(query)
         if reason is None:
             accepted.append(query)
