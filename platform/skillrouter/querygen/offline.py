@@ -122,7 +122,7 @@ def generate_offline(skill: Skill, n: int, guard: LeakGuard, seed: int = 0) -> t
         # Scrub the name before phrasing the request, so that a heading like "PDF Tools Workflow" cannot leave a
         # contentless "I need help with Workflow."; what is left must still say something.
         text = _scrub_name(text, skill)
-        query = _as_request(source, text, rng) if len(text.split()) >= 3 else ""
+        query = _as_request(source, text, rng) if len(text.split()) >= 3 else text  # the guard: too_short
         reason = guard.accept(query)
         if reason is None:
             accepted.append(query)
