@@ -34,22 +34,24 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict[str, Path]:
     run_dir = Path(config.run_dir)
     outputs: dict[str, Path] = {}
 
+    def indent(line: str) -> None:
+        log("   " + line)
+
     log(f"== ingest {', '.join(config.corpus.sources)} -> {run_dir / 'corpus'}")
     summary = ingest(config.corpus.sources, run_dir / "corpus", config.corpus, progress=False)
     for line in summary.lines():
-        log("   " + line)
+        indent(line)
     outputs["corpus"] = run_dir / "corpus" / SKILLS_FILE
     skills = read_skills(outputs["corpus"])
 
     log(f"\n== generate queries -> {run_dir / 'queries'}")
-    summary = run_query_generation(skills, config, run_dir / "queries", log=lambda line: log("   " + line))
+    summary = run_query_generation(skills, config, run_dir / "queries", log=indent)
     if summary.get("dry_run"):
         return outputs
-    print_query_summary(summary, run_dir / "queries", log=lambda line: log("   " + line))
+    print_query_summary(summary, run_dir / "queries", log=indent)
     outputs["queries"] = run_dir / "queries" / QUERIES_FILE
 
     log(f"\n== mine hard negatives -> {run_dir / 'mined'}")
-    indent = lambda line: log("   " + line)  # noqa: E731
     categories = load_categories(run_dir / "queries" / "categories.json", skills)
     mined = run_mining(skills, pq.read_table(outputs["queries"]), config, run_dir / "mined", categories, indent)
     print_mining_summary(mined, run_dir / "mined", indent)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from skillrouter.corpus.skill import Skill
-from skillrouter.models.loading import dtype_kwargs, is_decoder, resolve_model_path
+from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
 
 DEFAULT_TASK = "Given a user's request, retrieve the agent skill that best serves it"
 QUERY_MAX_CHARS = 1500
@@ -51,9 +51,7 @@ class Encoder:
     def __init__(self, model, tokenizer, spec: EncoderSpec):
         self.model, self.tokenizer, self.spec = model.eval(), tokenizer, spec
         self.decoder = is_decoder(model.config)
-        self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        prepare_tokenizer(self.tokenizer)
 
     @classmethod
     def load(cls, spec: EncoderSpec | str = EncoderSpec(), device: str | None = None,
@@ -64,8 +62,7 @@ class Encoder:
 
         spec = EncoderSpec(model=spec) if isinstance(spec, str) else spec
         path = resolve_model_path(spec.model)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        device, dtype = device_and_dtype(device, dtype)
         model = AutoModel.from_pretrained(path, attn_implementation="sdpa", **dtype_kwargs(dtype)).to(device)
         encoder = cls(model, AutoTokenizer.from_pretrained(path), spec)
         if compile:

@@ -29,3 +29,19 @@ def dtype_kwargs(dtype) -> dict:
 
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def device_and_dtype(device: str | None, dtype):
+    """Defaults for loading a model: the GPU when there is one, bf16 there and fp32 on a CPU."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return device, dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+
+
+def prepare_tokenizer(tokenizer):
+    """Right padding (exact for causal models without a mask, see encoder.py) and a pad token where none is set."""
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

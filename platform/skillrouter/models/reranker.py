@@ -16,7 +16,7 @@ import torch
 
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import last_token_pool
-from skillrouter.models.loading import dtype_kwargs, is_decoder, resolve_model_path
+from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
           "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
@@ -37,9 +37,7 @@ class Reranker:
     def __init__(self, model, tokenizer, spec: RerankerSpec):
         self.model, self.tokenizer, self.spec = model.eval(), tokenizer, spec
         self.decoder = is_decoder(model.config)
-        self.tokenizer.padding_side = "right"  # causal: pads after the text are invisible to it (see encoder.py)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        prepare_tokenizer(self.tokenizer)
         if self.decoder:
             yes, no = (self.tokenizer.convert_tokens_to_ids(t) for t in ("yes", "no"))
             if yes is None or no is None or yes == self.tokenizer.unk_token_id or no == self.tokenizer.unk_token_id:
@@ -53,8 +51,7 @@ class Reranker:
 
         spec = RerankerSpec(model=spec) if isinstance(spec, str) else spec
         path = resolve_model_path(spec.model)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        device, dtype = device_and_dtype(device, dtype)
         auto = AutoModelForCausalLM if is_decoder(AutoConfig.from_pretrained(path)) else \
             AutoModelForSequenceClassification
         extra = {} if auto is AutoModelForCausalLM else {"num_labels": 1}
