@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/python jobs/run_pipeline.py --config configs/local.yaml
+	$(VENV)/bin/python jobs/run_pipeline.py --config configs/minilm.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check platform tests benchmarks jobs serve

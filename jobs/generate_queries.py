@@ -1,6 +1,6 @@
 """Generate synthetic training queries for a corpus, on Ray Data.
 
-    python jobs/generate_queries.py --config configs/local.yaml [--corpus DIR] [--out DIR] [--dry-run] [key=value ...]
+    python jobs/generate_queries.py --config configs/minilm.yaml [--corpus DIR] [--out DIR] [--dry-run] [key=value ...]
     ray job submit --working-dir . -- python jobs/generate_queries.py --config configs/qwen3-0.6b.yaml \
         querygen.generator=llm querygen.budget.max_cost_usd=20
 

@@ -1,7 +1,7 @@
 """Run the whole pipeline from one profile.
 
-    python jobs/run_pipeline.py --config configs/local.yaml [key=value ...]
-    ray job submit --working-dir . -- python jobs/run_pipeline.py --config configs/local.yaml
+    python jobs/run_pipeline.py --config configs/minilm.yaml [key=value ...]
+    ray job submit --working-dir . -- python jobs/run_pipeline.py --config configs/minilm.yaml
 """
 
 import sys

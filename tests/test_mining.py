@@ -125,7 +125,7 @@ def bundled_queries(tmp_path_factory, ray_cluster, repo_root):
     from skillrouter.querygen.job import run_query_generation
 
     out = tmp_path_factory.mktemp("queries")
-    cfg = load_config(repo_root / "configs" / "local.yaml", ["querygen.generator=offline", "querygen.num_skills=40"])
+    cfg = load_config(repo_root / "configs" / "minilm.yaml", ["querygen.generator=offline", "querygen.num_skills=40"])
     run_query_generation(read_skills("bundled"), cfg, out, log=lambda *_: None)
     return pq.read_table(out / "queries.parquet")
 
@@ -134,7 +134,7 @@ def test_end_to_end_on_the_bundled_corpus(ray_cluster, repo_root, tmp_path, bund
     from skillrouter.mining.job import GROUPS_FILE, run_mining
 
     skills = read_skills("bundled")
-    cfg = load_config(repo_root / "configs" / "local.yaml", [f"mining.cache_dir={tmp_path / 'cache'}"])
+    cfg = load_config(repo_root / "configs" / "minilm.yaml", [f"mining.cache_dir={tmp_path / 'cache'}"])
     stats = run_mining(skills, bundled_queries, cfg, tmp_path / "mined", log=lambda *_: None)
     groups = pq.read_table(tmp_path / "mined" / GROUPS_FILE).to_pylist()
     assert len(groups) == bundled_queries.num_rows == stats["queries"]

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 
 def test_main_job_runs_from_the_local_profile(repo_root, tmp_path, ray_cluster):
     done = subprocess.run(
-        [sys.executable, "jobs/run_pipeline.py", "--config", "configs/local.yaml", f"run_dir={tmp_path}",
-         "examples=[merge these PDF files into one]", f"mining.cache_dir={tmp_path / 'cache'}"],
+        [sys.executable, "jobs/run_pipeline.py", "--config", "configs/minilm.yaml", f"run_dir={tmp_path}",
+         "examples=[merge these PDF files into one]", f"mining.cache_dir={tmp_path / 'cache'}",
+         "encoder.max_groups=48", "reranker.max_groups=24", "eval.systems=[bm25,bm25-nd,finetuned,finetuned+reranker]"],
         cwd=repo_root, capture_output=True, text=True, check=True, env={**os.environ, "RAY_ADDRESS": ray_cluster})
     out = done.stdout
     assert "> merge these PDF files into one" in out and "rank  skill" in out
@@ -23,6 +24,10 @@ def test_main_job_runs_from_the_local_profile(repo_root, tmp_path, ray_cluster):
     groups = pq.read_table(tmp_path / "mined" / "groups.parquet")
     assert groups.num_rows == queries.num_rows and "false negatives removed: same_name" in out
     assert (tmp_path / "mined" / "mining_sample.md").exists()
+    for kind in ("encoder", "reranker"):  # trained through Ray Train + DeepSpeed and exported
+        info = json.loads((tmp_path / "models" / kind / "skillrouter.json").read_text())
+        assert info["kind"] == kind and info["steps"] >= 3 and (tmp_path / "models" / kind / "config.json").exists()
+    assert "finetuned+reranker" in out and "[exported]" in out
     assert (tmp_path / "corpus" / "skills.parquet").exists() and (tmp_path / "benchmark" / "relevance.json").exists()
 
 

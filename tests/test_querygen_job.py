@@ -30,7 +30,7 @@ def stub(monkeypatch):
 
 
 def config(repo_root, tmp_path, *overrides):
-    return load_config(repo_root / "configs" / "local.yaml", [f"run_dir={tmp_path}", *overrides])
+    return load_config(repo_root / "configs" / "minilm.yaml", [f"run_dir={tmp_path}", *overrides])
 
 
 def test_offline_job_writes_queries_and_resumes_as_a_no_op(ray_cluster, repo_root, tmp_path, skills):
@@ -79,7 +79,7 @@ def test_dry_run_prints_an_estimate_and_sends_nothing(ray_cluster, repo_root, tm
 
 def test_killed_job_resumes_without_repeating_a_stored_request(ray_cluster, repo_root, tmp_path, skills):
     with OpenAIStub(capacity=4, latency_s=0.25) as stub:
-        args = [sys.executable, "jobs/generate_queries.py", "--config", "configs/local.yaml", f"run_dir={tmp_path}",
+        args = [sys.executable, "jobs/generate_queries.py", "--config", "configs/minilm.yaml", f"run_dir={tmp_path}",
                 "querygen.generator=llm", f"querygen.base_url={stub.base_url}", "querygen.num_skills=40",
                 "querygen.actors=1", "querygen.max_in_flight_per_actor=4"]
         env = {**os.environ, "OPENAI_API_KEY": "test-key", "RAY_ADDRESS": ray_cluster}

@@ -1,13 +1,14 @@
 """`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, mine, pipeline, systems.
 
 Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
-`skillrouter pipeline --config configs/local.yaml eval.top_k=20 corpus.strict=true`.
+`skillrouter pipeline --config configs/minilm.yaml eval.top_k=20 corpus.strict=true`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -130,6 +131,21 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from skillrouter.mining.job import GROUPS_FILE
+    from skillrouter.training.job import print_training_summary, run_training
+
+    config = _config(args)
+    groups_path = Path(args.groups or Path(config.run_dir) / "mined" / GROUPS_FILE)
+    if not groups_path.exists():
+        raise ValueError(f"no training groups at {groups_path}: run `skillrouter mine` first or pass --groups")
+    summary = run_training(args.kind, _corpus(config, args.corpus), pq.read_table(groups_path), config)
+    print_training_summary([summary])
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from skillrouter.pipeline import run_pipeline
 
@@ -196,12 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", help="queries.parquet (default: RUN_DIR/queries/queries.parquet)")
     p.add_argument("--out", help="output directory (default: RUN_DIR/mined)")
 
+    p = add("train", cmd_train, "fine-tune the encoder or the reranker on mined groups (Ray Train + DeepSpeed)")
+    p.add_argument("kind", choices=["encoder", "reranker"])
+    p.add_argument("--corpus", help="skills (default: the run directory's corpus, else corpus.sources)")
+    p.add_argument("--groups", help="groups.parquet (default: RUN_DIR/mined/groups.parquet)")
+
     add("pipeline", cmd_pipeline, "run the main job from a profile")
     add("systems", cmd_systems, "list the named retrieval systems")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load weight reports in job output
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     # `key=value` words are config overrides wherever they appear (torchtune style).
     overrides = [a for a in argv if is_override(a)]

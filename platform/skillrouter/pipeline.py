@@ -1,7 +1,7 @@
 """The main job: one profile drives every stage, each writing plain files under the run directory.
 
-Stages so far: ingest the corpus, generate training queries, mine hard negatives, answer the example requests,
-evaluate the configured systems on the benchmark.
+Stages so far: ingest the corpus, generate training queries, mine hard negatives, fine-tune the encoder and the
+reranker, answer the example requests, evaluate the configured systems on the benchmark.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
 from skillrouter.routing import Route, Router
 from skillrouter.tables import format_table, shorten
+from skillrouter.training.job import KINDS, print_training_summary, run_training
 
 
 def routes_table(routes: list[Route], width: int = 60) -> str:
@@ -56,6 +57,13 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict[str, Path]:
     mined = run_mining(skills, pq.read_table(outputs["queries"]), config, run_dir / "mined", categories, indent)
     print_mining_summary(mined, run_dir / "mined", indent)
     outputs["groups"] = run_dir / "mined" / GROUPS_FILE
+
+    trained = []
+    for kind in KINDS:
+        log(f"\n== train the {kind} (Ray Train + DeepSpeed) -> {run_dir / 'models' / kind}")
+        trained.append(run_training(kind, skills, pq.read_table(outputs["groups"]), config, log=indent))
+        outputs[kind] = Path(trained[-1]["output_dir"])
+    print_training_summary(trained, indent)
 
     if config.examples:
         router = Router(skills, config.routing.system, config)

@@ -1,8 +1,12 @@
 """Named retrieval systems, so that `skillrouter eval --system NAME` and `Router(system=NAME)` mean one thing.
 
 A system turns a list of skills into a `Retriever`: `search(queries, k) -> (indices, scores)`, indices into that
-list, best first. Fixed names: `bm25`, `bm25-nd`, `minilm` (the bundled encoder, zero-shot). `dense:MODEL` is a
-bi-encoder from a Hugging Face id or a local path (a fine-tuned checkpoint, say).
+list, best first. Fixed names: `bm25`, `bm25-nd`, `minilm` (the bundled encoder, zero-shot), `finetuned` (the
+encoder trained by the profile's run). `dense:MODEL` is a bi-encoder from a Hugging Face id or a local path.
+
+Any of them followed by `+reranker` (the profile's trained reranker) or `+rerank:MODEL` is retrieve-then-rerank:
+the first stage's top `routing.retrieve_k` (20, as in the paper) are rescored by the cross-encoder over the full
+skill text; the rest of the first stage's ranking follows them.
 """
 
 from __future__ import annotations
@@ -56,6 +60,55 @@ def _dense(model: str) -> Callable[[Sequence[Skill], PipelineConfig], Retriever]
     return build
 
 
+def trained_model(config: PipelineConfig, kind: str) -> str:
+    """The export of this profile's `kind` training job; a clear error when it has not run."""
+    from pathlib import Path
+
+    section = config.encoder if kind == "encoder" else config.reranker
+    path = Path(section.output_dir or Path(config.run_dir) / "models" / kind)
+    if not (path / "config.json").exists():
+        raise ValueError(f"no trained {kind} at {path}: run `skillrouter train {kind} --config ...` first")
+    return str(path)
+
+
+def _finetuned(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
+    return DenseRetriever(skills, trained_model(config, "encoder"), config.encoder.max_length)
+
+
+class RerankRetriever:
+    """A first stage's top `retrieve_k` rescored by a cross-encoder; the first stage's order after them."""
+
+    def __init__(self, first: Retriever, skills: Sequence[Skill], model: str, max_length: int, retrieve_k: int):
+        from skillrouter.models.reranker import Reranker, RerankerSpec
+
+        self.first, self.skills, self.retrieve_k = first, list(skills), retrieve_k
+        self.reranker = Reranker.load(RerankerSpec(model=model, max_length=max_length))
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        indices, first_scores = self.first.search(queries, max(k, self.retrieve_k))
+        out_idx, out_scores = [], []
+        for query, idx in zip(queries, indices):
+            head = idx[: self.retrieve_k]
+            scores = self.reranker.score(query, [self.skills[i] for i in head]).numpy()
+            order = np.argsort(-scores, kind="stable")
+            tail = idx[self.retrieve_k:k]
+            # the tail keeps its first-stage order below every reranked score
+            tail_scores = scores.min() - 1.0 - np.arange(len(tail), dtype=np.float64)
+            out_idx.append(np.concatenate([head[order], tail])[:k])
+            out_scores.append(np.concatenate([scores[order], tail_scores])[:k])
+        return np.array(out_idx), np.array(out_scores)
+
+
+def _reranked(first: System, model: str | None) -> System:
+    def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
+        path = model or trained_model(config, "reranker")
+        return RerankRetriever(first.build(skills, config), skills, path, config.reranker.max_length,
+                               config.routing.retrieve_k)
+    what = model or "the profile's trained reranker"
+    return System(f"{first.name}+{'rerank:' + model if model else 'reranker'}",
+                  f"{first.description}, top-k reranked by {what}", build)
+
+
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in [
@@ -63,11 +116,19 @@ SYSTEMS: dict[str, System] = {
         System("bm25-nd", "BM25 over name | description only (the paper's metadata-only baseline)",
                _bm25(Skill.name_description)),
         System("minilm", "the bundled all-MiniLM-L6-v2 bi-encoder, zero-shot, over the full text", _dense("minilm")),
+        System("finetuned", "the encoder fine-tuned by this profile's run (encoder.output_dir)", _finetuned),
     ]
 }
 
 
 def get_system(name: str) -> System:
+    first, plus, second = name.partition("+")
+    if plus:
+        if second == "reranker":
+            return _reranked(get_system(first), None)
+        if second.startswith("rerank:") and len(second) > len("rerank:"):
+            return _reranked(get_system(first), second.removeprefix("rerank:"))
+        raise ValueError(f"unknown second stage '{second}' in '{name}': use +reranker or +rerank:MODEL")
     if name.startswith("dense:") and len(name) > len("dense:"):
         model = name.removeprefix("dense:")
         return System(name, f"bi-encoder {model}", _dense(model))
@@ -75,4 +136,4 @@ def get_system(name: str) -> System:
         return SYSTEMS[name]
     except KeyError:
         raise ValueError(f"unknown system '{name}'; available: {', '.join(sorted(SYSTEMS))}, "
-                         f"or dense:MODEL") from None
+                         f"or dense:MODEL; any of them +reranker or +rerank:MODEL") from None

@@ -45,13 +45,62 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-class Encoder:
+def length_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[np.ndarray]:
+    """Indices sorted longest first and cut into batches of at most `batch_size` rows and, with
+    `max_batch_tokens`, at most that many tokens including padding: little padding, bounded memory."""
+    order = np.argsort([-n for n in lengths], kind="stable")
+    out, start = [], 0
+    while start < len(order):
+        longest = max(1, lengths[order[start]])
+        rows = batch_size if max_batch_tokens is None else max(1, min(batch_size, max_batch_tokens // longest))
+        out.append(order[start:start + rows])
+        start += rows
+    return out
+
+
+class EncoderInputs:
+    """The encoder's input format without its weights: what Ray Data tokenizer actors and training share with
+    inference. `Encoder` extends it with the model."""
+
+    def __init__(self, tokenizer, decoder: bool, spec: EncoderSpec):
+        self.tokenizer, self.decoder, self.spec = prepare_tokenizer(tokenizer), decoder, spec
+
+    @classmethod
+    def from_spec(cls, spec: EncoderSpec) -> EncoderInputs:
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = resolve_model_path(spec.model)
+        return cls(AutoTokenizer.from_pretrained(path), is_decoder(AutoConfig.from_pretrained(path)), spec)
+
+    def format_query(self, query: str) -> str:
+        query = query[: self.spec.query_max_chars]
+        return f"Instruct: {self.spec.task}\nQuery:{query}" if self.decoder else query
+
+    @staticmethod
+    def format_skill(skill: Skill) -> str:
+        return skill.text()
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of formatted texts, truncated to `max_length`, unpadded."""
+        return self.tokenizer(list(texts), truncation=True, max_length=self.spec.max_length)["input_ids"]
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        return self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt")
+
+    def batches(self, texts: Sequence[str], batch_size: int = 64,
+                max_batch_tokens: int | None = None) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Tokenize once, then padded batches of similar length (see `length_batches`), longest first."""
+        ids = self.tokenize(texts)
+        return [(idx, self.pad([ids[i] for i in idx]))
+                for idx in length_batches([len(x) for x in ids], batch_size, max_batch_tokens)]
+
+
+class Encoder(EncoderInputs):
     """Wraps a transformers model and tokenizer; `encode_queries` / `encode_skills` return unit float32 rows."""
 
     def __init__(self, model, tokenizer, spec: EncoderSpec):
-        self.model, self.tokenizer, self.spec = model.eval(), tokenizer, spec
-        self.decoder = is_decoder(model.config)
-        prepare_tokenizer(self.tokenizer)
+        super().__init__(tokenizer, is_decoder(model.config), spec)
+        self.model = model.eval()
 
     @classmethod
     def load(cls, spec: EncoderSpec | str = EncoderSpec(), device: str | None = None,
@@ -77,14 +126,6 @@ class Encoder:
     def dim(self) -> int:
         return self.model.config.hidden_size
 
-    def format_query(self, query: str) -> str:
-        query = query[: self.spec.query_max_chars]
-        return f"Instruct: {self.spec.task}\nQuery:{query}" if self.decoder else query
-
-    @staticmethod
-    def format_skill(skill: Skill) -> str:
-        return skill.text()
-
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled, L2-normalised embeddings with gradients (training calls this)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -94,22 +135,6 @@ class Encoder:
             hidden = self.model(**batch).last_hidden_state
         pool = last_token_pool if self.decoder else mean_pool
         return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"]).float(), dim=-1)
-
-    def batches(self, texts: Sequence[str], batch_size: int = 64,
-                max_batch_tokens: int | None = None) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        """Tokenize once, sort by token count and cut into padded batches of similar length: at most
-        `batch_size` rows, and with `max_batch_tokens` at most that many tokens including padding."""
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.spec.max_length)["input_ids"]
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        out, start = [], 0
-        while start < len(order):
-            longest = len(ids[order[start]])
-            rows = batch_size if max_batch_tokens is None else max(1, min(batch_size, max_batch_tokens // longest))
-            idx = order[start:start + rows]
-            padded = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
-            out.append((idx, padded))
-            start += rows
-        return out
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64, max_batch_tokens: int | None = None) -> np.ndarray:

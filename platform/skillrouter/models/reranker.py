@@ -31,18 +31,63 @@ class RerankerSpec:
     instruction: str = DEFAULT_INSTRUCTION
 
 
-class Reranker:
-    """`score(query, skills)` -> one logit per skill; `forward(batch)` keeps gradients for training."""
+class RerankerInputs:
+    """The reranker's input format without its weights (shared by Ray Data tokenizer actors, training and
+    inference); `Reranker` extends it with the model."""
 
-    def __init__(self, model, tokenizer, spec: RerankerSpec):
-        self.model, self.tokenizer, self.spec = model.eval(), tokenizer, spec
-        self.decoder = is_decoder(model.config)
-        prepare_tokenizer(self.tokenizer)
+    def __init__(self, tokenizer, decoder: bool, spec: RerankerSpec):
+        self.tokenizer, self.decoder, self.spec = prepare_tokenizer(tokenizer), decoder, spec
         if self.decoder:
             yes, no = (self.tokenizer.convert_tokens_to_ids(t) for t in ("yes", "no"))
             if yes is None or no is None or yes == self.tokenizer.unk_token_id or no == self.tokenizer.unk_token_id:
                 raise ValueError(f"{spec.model}: the tokenizer has no single 'yes'/'no' tokens")
             self.yes_no = torch.tensor([yes, no])
+            self.suffix_ids = self.tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
+
+    @classmethod
+    def from_spec(cls, spec: RerankerSpec) -> RerankerInputs:
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = resolve_model_path(spec.model)
+        return cls(AutoTokenizer.from_pretrained(path), is_decoder(AutoConfig.from_pretrained(path)), spec)
+
+    def format_pair(self, query: str, skill: Skill) -> str | tuple[str, str]:
+        if self.decoder:
+            return (f"{PREFIX}<Instruct>: {self.spec.instruction}\n<Query>: {query}\n<Document>: {skill.text()}"
+                    f"{SUFFIX}")
+        return query, skill.text()
+
+    def pair_ids(self, pairs: Sequence[str | tuple[str, str]]) -> list[list[int]]:
+        """Token ids of formatted pairs, at most `max_length` each, unpadded."""
+        if not self.decoder:
+            queries, docs = zip(*pairs)
+            return self.tokenizer(list(queries), list(docs), truncation="only_second",
+                                  max_length=self.spec.max_length)["input_ids"]
+        # Truncate the document, never the suffix: the judgement is read at the suffix's last token.
+        body = self.tokenizer([p[: -len(SUFFIX)] for p in pairs], add_special_tokens=False, truncation=True,
+                              max_length=self.spec.max_length - len(self.suffix_ids))["input_ids"]
+        return [b + self.suffix_ids for b in body]
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt")
+        if not self.decoder and "token_type_ids" in self.tokenizer.model_input_names:
+            # BERT pairs: segment 0 up to the first [SEP], segment 1 after it (pads included, masked anyway)
+            first_sep = (batch["input_ids"] == self.tokenizer.sep_token_id).int().argmax(dim=1, keepdim=True)
+            positions = torch.arange(batch["input_ids"].shape[1])[None, :]
+            batch["token_type_ids"] = (positions > first_sep).long() * batch["attention_mask"]
+        return batch
+
+    def tokenize(self, pairs: Sequence[str | tuple[str, str]]) -> dict[str, torch.Tensor]:
+        return self.pad(self.pair_ids(pairs))
+
+
+class Reranker(RerankerInputs):
+    """`score(query, skills)` -> one logit per skill; `forward(batch)` keeps gradients for training."""
+
+    def __init__(self, model, tokenizer, spec: RerankerSpec):
+        super().__init__(tokenizer, is_decoder(model.config), spec)
+        self.model = model.eval()
+        self.new_parameters: set[str] = set()
 
     @classmethod
     def load(cls, spec: RerankerSpec | str = RerankerSpec(), device: str | None = None,
@@ -55,29 +100,15 @@ class Reranker:
         auto = AutoModelForCausalLM if is_decoder(AutoConfig.from_pretrained(path)) else \
             AutoModelForSequenceClassification
         extra = {} if auto is AutoModelForCausalLM else {"num_labels": 1}
-        model = auto.from_pretrained(path, attn_implementation="sdpa", **extra, **dtype_kwargs(dtype)).to(device)
-        return cls(model, AutoTokenizer.from_pretrained(path), spec)
+        model, info = auto.from_pretrained(path, attn_implementation="sdpa", output_loading_info=True, **extra,
+                                           **dtype_kwargs(dtype))
+        reranker = cls(model.to(device), AutoTokenizer.from_pretrained(path), spec)
+        reranker.new_parameters = set(info["missing_keys"])  # a fresh classification head, when the base had none
+        return reranker
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    def format_pair(self, query: str, skill: Skill) -> str | tuple[str, str]:
-        if self.decoder:
-            return (f"{PREFIX}<Instruct>: {self.spec.instruction}\n<Query>: {query}\n<Document>: {skill.text()}"
-                    f"{SUFFIX}")
-        return query, skill.text()
-
-    def tokenize(self, pairs: Sequence[str | tuple[str, str]]) -> dict[str, torch.Tensor]:
-        if not self.decoder:
-            queries, docs = zip(*pairs)
-            return self.tokenizer(list(queries), list(docs), padding=True, truncation="only_second",
-                                  max_length=self.spec.max_length, return_tensors="pt")
-        # Truncate the document, never the suffix: the judgement is read at the suffix's last token.
-        suffix_ids = self.tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
-        body = self.tokenizer([p[: -len(SUFFIX)] for p in pairs], add_special_tokens=False, truncation=True,
-                              max_length=self.spec.max_length - len(suffix_ids))["input_ids"]
-        return self.tokenizer.pad({"input_ids": [b + suffix_ids for b in body]}, return_tensors="pt")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = {k: v.to(self.device) for k, v in batch.items()}

@@ -1,0 +1,116 @@
+"""Training data: mined groups -> token ids on a Ray Data actor pool -> length-grouped micro-batches per worker.
+
+A group is one query, its positive skill and its first `negatives` hard negatives. Tokenizing happens once, on
+Ray Data actors, through the same `EncoderInputs` / `RerankerInputs` that inference uses, so training sees exactly
+the format that serving will. Each Ray Train worker reads its shard in windows, sorts a window by token count and
+cuts it into micro-batches of similar cost (little padding, steady step times), in a seeded order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from skillrouter.corpus.skill import Skill
+
+WINDOW_BATCHES = 32  # micro-batches per length-sorting window: larger sorts better, smaller shuffles better
+
+
+def sample_groups(groups: pa.Table, max_groups: int | None, seed: int) -> pa.Table:
+    """Groups in a seeded random order (a sample of `max_groups` when set); groups with no negative are dropped."""
+    groups = groups.filter(pc.greater(pc.list_value_length(groups.column("negatives")), 0))
+    order = np.random.default_rng(seed).permutation(groups.num_rows)
+    if max_groups is not None:
+        order = order[:max_groups]
+    return groups.take(pa.array(order))
+
+
+def group_skills(positive: str, negatives: Sequence[dict], k: int) -> list[str]:
+    """The positive, then exactly `k` negatives: the first `k` as mined, cycled when a group has fewer (small
+    corpora), so every group of a batch has the same shape."""
+    ids = [n["skill_id"] for n in negatives]
+    return [positive, *(ids[i % len(ids)] for i in range(k))]
+
+
+class GroupTokenizer:
+    """Ray Data actor: loads only the tokenizer and the input format, turns groups into token ids.
+
+    Encoder rows: `query_ids` (the formatted query) and `doc_ids` (positive first, then negatives).
+    Reranker rows: `doc_ids` holds one (query, skill) pair per skill, positive first; `query_ids` is empty."""
+
+    def __init__(self, kind: str, spec, skills_ref: list, negatives: int):
+        import ray
+
+        from skillrouter.models.encoder import EncoderInputs
+        from skillrouter.models.reranker import RerankerInputs
+
+        self.kind, self.negatives = kind, negatives
+        self.inputs = (EncoderInputs if kind == "encoder" else RerankerInputs).from_spec(spec)
+        self.skills: dict[str, Skill] = ray.get(skills_ref[0])
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        query_ids, doc_ids, tokens = [], [], []
+        for row in batch.to_pylist():
+            skills = [self.skills[i] for i in group_skills(row["positive_id"], row["negatives"], self.negatives)]
+            if self.kind == "encoder":
+                q = self.inputs.tokenize([self.inputs.format_query(row["query"])])[0]
+                docs = self.inputs.tokenize([self.inputs.format_skill(s) for s in skills])
+            else:
+                q = []
+                docs = self.inputs.pair_ids([self.inputs.format_pair(row["query"], s) for s in skills])
+            query_ids.append(q)
+            doc_ids.append(docs)
+            tokens.append(len(q) + sum(len(d) for d in docs))
+        return pa.table({"query_id": batch.column("query_id"), "query_ids": query_ids, "doc_ids": doc_ids,
+                         "tokens": pa.array(tokens, pa.int64())})
+
+
+def tokenized_dataset(kind: str, groups: pa.Table, skills: Sequence[Skill], spec, negatives: int, actors: int,
+                      rows_per_block: int = 64):
+    """A Ray Dataset of tokenized groups; one block per `rows_per_block` groups so the actor pool shares work."""
+    import ray
+
+    missing = {i for i in groups.column("positive_id").to_pylist()} - {s.id for s in skills}
+    if missing:
+        raise ValueError(f"{len(missing)} positives are not in the corpus (e.g. {sorted(missing)[:3]}): "
+                         "train on the corpus the groups were mined from")
+    skills_ref = [ray.put({s.id: s for s in skills})]
+    blocks = [groups.slice(i, rows_per_block) for i in range(0, groups.num_rows, rows_per_block)]
+    return ray.data.from_arrow(blocks).map_batches(
+        GroupTokenizer, fn_constructor_kwargs={"kind": kind, "spec": spec, "skills_ref": skills_ref,
+                                               "negatives": negatives},
+        batch_size=rows_per_block, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors))
+
+
+def length_grouped(rows: Iterator[dict], batch_size: int, seed: int,
+                   window_batches: int = WINDOW_BATCHES) -> Iterator[list[dict]]:
+    """Micro-batches of `batch_size` rows of similar token count: each window of rows is sorted by `tokens`, cut,
+    and its batches are yielded in a seeded random order. Deterministic for a given input order and seed, which is
+    what lets a resumed worker skip the micro-batches it had already trained on."""
+    rng = random.Random(seed)
+    window: list[dict] = []
+
+    def flush() -> Iterator[list[dict]]:
+        window.sort(key=lambda r: r["tokens"])
+        batches = [window[i:i + batch_size] for i in range(0, len(window), batch_size)]
+        rng.shuffle(batches)
+        yield from batches
+        window.clear()
+
+    for row in rows:
+        window.append(row)
+        if len(window) == batch_size * window_batches:
+            yield from flush()
+    if window:
+        yield from flush()
+
+
+def micro_batches_per_epoch(rows: int, batch_size: int, window_batches: int = WINDOW_BATCHES) -> int:
+    """How many micro-batches `length_grouped` yields for `rows` rows (full windows, then the remainder)."""
+    window = batch_size * window_batches
+    full, rest = divmod(rows, window)
+    return full * window_batches + -(-rest // batch_size)

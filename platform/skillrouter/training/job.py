@@ -1,0 +1,208 @@
+"""The training jobs' driver: tokenized groups on Ray Data, a Ray Train `TorchTrainer` running DeepSpeed, the
+progress log, and the exported Hugging Face model.
+
+A run is named by a fingerprint of its inputs (settings, groups, corpus). Rerunning the same job resumes its Ray
+Train run from the latest checkpoint, and returns at once when the export is already there; a changed setting
+starts a new run beside the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from skillrouter.config import PipelineConfig, TrainConfig
+from skillrouter.corpus.skill import Skill
+from skillrouter.mining.embeddings import corpus_version
+from skillrouter.raycluster import ensure_ray
+from skillrouter.tables import format_table
+from skillrouter.training.data import micro_batches_per_epoch, sample_groups, tokenized_dataset
+from skillrouter.training.modules import EXPORT_INFO
+
+KINDS = ("encoder", "reranker")
+
+
+def train_section(config: PipelineConfig, kind: str) -> TrainConfig:
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind '{kind}': {' or '.join(KINDS)}")
+    return config.encoder if kind == "encoder" else config.reranker
+
+
+def resolve_deepspeed(path: str | Path, t: TrainConfig, use_gpu: bool) -> dict:
+    """The DeepSpeed JSON of `path` with its "auto" values filled from the training section."""
+    try:
+        ds = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"DeepSpeed config {path} does not exist (set encoder/reranker.deepspeed)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"DeepSpeed config {path} is not valid JSON: {exc}") from None
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and use_gpu)
+    fills = {"train_micro_batch_size_per_gpu": t.batch_size, "gradient_accumulation_steps": t.grad_accum_steps,
+             "gradient_clipping": t.max_grad_norm}
+    for key, value in fills.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+    ds.setdefault("bf16", {})
+    if ds["bf16"].get("enabled", "auto") == "auto":
+        ds["bf16"]["enabled"] = bf16
+    if "stage" not in ds.get("zero_optimization", {}):
+        raise ValueError(f"DeepSpeed config {path} sets no zero_optimization.stage")
+    left = [k for k, v in ds.items() if v == "auto"]
+    if left:
+        raise ValueError(f"DeepSpeed config {path}: cannot fill 'auto' for {', '.join(left)}")
+    return ds
+
+
+def fingerprint(kind: str, t: TrainConfig, groups: pa.Table, skills: Sequence[Skill], seed: int) -> str:
+    h = hashlib.sha256(f"{kind}\n{t.model_dump_json(exclude={'output_dir', 'storage_path', 'log_every'})}\n"
+                       f"{seed}\n{corpus_version(skills)}\n".encode())
+    for qid, pos in zip(groups.column("query_id").to_pylist(), groups.column("positive_id").to_pylist()):
+        h.update(f"{qid}\t{pos}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _metrics_callback(path: Path):
+    """A Ray Train callback (it runs in the controller) appending one JSON line per report, all workers merged:
+    loss and MFU averaged, throughput summed."""
+    from ray.train import UserCallback
+
+    class MetricsLog(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            rows = [m for m in metrics if m]
+            if not rows:
+                return
+            mfu = [m["mfu"] for m in rows if m.get("mfu") is not None]
+            merged = {**rows[0], "loss": sum(m["loss"] for m in rows) / len(rows),
+                      "tokens_per_s": sum(m["tokens_per_s"] for m in rows),
+                      "mfu": sum(mfu) / len(mfu) if mfu else None, "checkpoint": checkpoint is not None,
+                      "time": time.time()}
+            merged.pop("rank", None)
+            with path.open("a") as fh:
+                fh.write(json.dumps(merged) + "\n")
+
+    return MetricsLog()
+
+
+def format_progress(m: dict, total: int) -> str:
+    mfu = f"  MFU {m['mfu']:.1%}" if m.get("mfu") is not None else ""
+    mark = "  [exported]" if m.get("final") else "  [checkpoint]" if m.get("checkpoint") else ""
+    return (f"step {m['step']:>5}/{total}  epoch {m['epoch']:.2f}  loss {m['loss']:.4f}  lr {m['lr']:.2e}  "
+            f"{m['tokens_per_s']:,.0f} tok/s{mfu}{mark}")
+
+
+def _follow(path: Path, total: int, log, stop: threading.Event) -> None:
+    """Print the progress lines the callback appends while `fit()` blocks the driver."""
+    seen = 0
+    while True:
+        done = stop.is_set()
+        if path.exists():
+            lines = path.read_text().splitlines()
+            for line in lines[seen:]:
+                log(format_progress(json.loads(line), total))
+            seen = len(lines)
+        if done:
+            return
+        stop.wait(1.0)
+
+
+def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
+                 log=print) -> dict:
+    """Fine-tune the `kind` model of `config` on mined `groups`; returns a summary with the export path."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from skillrouter.models.encoder import EncoderSpec
+    from skillrouter.models.reranker import RerankerSpec
+    from skillrouter.training.loop import train_func
+
+    t = train_section(config, kind)
+    run_dir = Path(config.run_dir)
+    out_dir = Path(t.output_dir or run_dir / "models" / kind).resolve()
+    storage = t.storage_path or str((run_dir / "train").resolve())
+    groups = sample_groups(groups, t.max_groups, config.seed)
+    fp = fingerprint(kind, t, groups, skills, config.seed)
+    info_path = out_dir / EXPORT_INFO
+    if info_path.exists() and json.loads(info_path.read_text()).get("fingerprint") == fp:
+        summary = json.loads(info_path.read_text())
+        log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); delete it to train again")
+        return {**summary, "output_dir": str(out_dir), "skipped": True}
+
+    ensure_ray()
+    import ray
+
+    use_gpu = t.use_gpu if t.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    rows_per_worker = groups.num_rows // t.num_workers
+    if rows_per_worker == 0:
+        raise ValueError(f"{groups.num_rows} groups cannot feed {t.num_workers} workers")
+    per_epoch = micro_batches_per_epoch(rows_per_worker, t.batch_size)
+    total = max(1, t.epochs * per_epoch // t.grad_accum_steps)
+    total = min(total, t.max_steps) if t.max_steps else total
+    spec = (EncoderSpec(model=t.model, max_length=t.max_length) if kind == "encoder"
+            else RerankerSpec(model=t.model, max_length=t.max_length))
+    started = time.perf_counter()
+    # Tokenized before the workers start: the workers hold the cluster's CPUs, and Ray Data's actors need some.
+    actors = max(1, min(4, int(ray.available_resources().get("CPU", 1))))
+    dataset = tokenized_dataset(kind, groups, skills, spec, t.negatives, actors).materialize()
+    tokenize_s = time.perf_counter() - started
+    log(f"{kind}: {t.model} on {groups.num_rows:,} groups x (1 + {t.negatives}) skills, {t.num_workers} "
+        f"{'GPU' if use_gpu else 'CPU'} worker(s), {total} steps of {t.batch_size} x {t.grad_accum_steps} "
+        f"groups per worker; tokenized in {tokenize_s:.1f} s")
+
+    log_path = run_dir.resolve() / "models" / f"{kind}_train_log.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)
+    args = {"kind": kind, "train": t.model_dump(), "seed": config.seed, "total_steps": total,
+            "micro_batches_per_epoch": per_epoch, "grad_accum": t.grad_accum_steps,
+            "cpus_per_worker": t.cpus_per_worker, "deepspeed": resolve_deepspeed(t.deepspeed, t, use_gpu)}
+    trainer = TorchTrainer(
+        train_func, train_loop_config=args,
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if use_gpu
+                                                                                      else {})}),
+        run_config=RunConfig(name=f"{kind}-{fp}", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                             callbacks=[_metrics_callback(log_path)]),
+        datasets={"train": dataset})
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(log_path, total, log, stop), daemon=True)
+    follower.start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
+        follower.join()
+    if result.error:
+        raise result.error
+
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    result.checkpoint.to_directory(str(staging))
+    info = json.loads((staging / EXPORT_INFO).read_text())
+    reports = [json.loads(line) for line in log_path.read_text().splitlines()]
+    info["final"] = reports[-1]  # all workers merged (the worker's own figure covers rank 0 only)
+    info.update(fingerprint=fp, groups=groups.num_rows, train_seconds=round(time.perf_counter() - started, 1),
+                tokenize_seconds=round(tokenize_s, 1), run=str(result.path), log=str(log_path),
+                device="GPU" if use_gpu else "CPU")
+    (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)  # the export appears whole or not at all
+    return {**info, "output_dir": str(out_dir), "skipped": False}
+
+
+def print_training_summary(summaries: Sequence[dict], log=print) -> None:
+    rows = []
+    for s in summaries:
+        final = s["final"]
+        mfu = f"{final['mfu']:.1%}" if final.get("mfu") is not None else "-"
+        rows.append([s["kind"], s["base_model"], s["groups"], s["steps"], final["loss"],
+                     f"{final['tokens_per_s']:,.0f}", mfu, f"{s['train_seconds']:.0f}", s["output_dir"]])
+    log(format_table(["model", "from", "groups", "steps", "last loss", "tok/s", "MFU", "seconds", "export"], rows,
+                     floatfmt=".4f"))

@@ -1,0 +1,107 @@
+"""The models under training: each wraps the inference model (same input format, pooling and head) with its loss,
+as one `nn.Module` whose forward returns the loss, which is the shape DeepSpeed's engine wants.
+
+Each forward is split into length-sorted chunks of at most `max_batch_tokens` tokens: a micro-batch of 8 groups
+with 10 negatives is 88 skill texts of very different lengths, and one padded tensor would waste most of its work
+on padding. The chunks join one autograd graph, so the loss is the same as with one big batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from skillrouter.models.encoder import Encoder, length_batches
+from skillrouter.models.reranker import Reranker
+from skillrouter.training.losses import InfoNCELoss, ListwiseCELoss, PointwiseBCELoss
+
+EXPORT_INFO = "skillrouter.json"
+
+
+class _Trainable(nn.Module):
+    """Common parts: chunked scoring of token-id lists and the Hugging Face export."""
+
+    def __init__(self, wrapped: Encoder | Reranker, max_batch_tokens: int | None):
+        super().__init__()
+        self.backbone = wrapped.model  # registered: DeepSpeed sees (and shards) every parameter through it
+        self.wrapped, self.max_batch_tokens = wrapped, max_batch_tokens
+        self.tokens = self.padded_tokens = 0  # counted per forward, read by the loop for throughput figures
+
+    def _chunked(self, ids: Sequence[Sequence[int]], score) -> torch.Tensor:
+        parts, order = [], []
+        for idx in length_batches([len(x) for x in ids], len(ids), self.max_batch_tokens):
+            batch = self.wrapped.pad([ids[i] for i in idx])
+            self.tokens += int(batch["attention_mask"].sum())
+            self.padded_tokens += batch["input_ids"].numel()
+            parts.append(score(batch))
+            order.extend(idx.tolist())
+        out = torch.cat(parts)
+        return out[torch.as_tensor(order, device=out.device).argsort()]
+
+    def export(self, out_dir: str | Path, state_dict: dict[str, torch.Tensor] | None, info: dict) -> Path:
+        """Save the backbone in Hugging Face format with its tokenizer; `state_dict` (keys as in this module) is
+        what ZeRO-3 gathered, None to use the live weights."""
+        out = Path(out_dir)
+        if state_dict is not None:
+            state_dict = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+        self.backbone.save_pretrained(str(out), state_dict=state_dict)
+        self.wrapped.tokenizer.save_pretrained(str(out))
+        (out / EXPORT_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        return out
+
+
+class ContrastiveEncoder(_Trainable):
+    """Bi-encoder + InfoNCE: queries against the batch's positives and every group's hard negatives."""
+
+    def __init__(self, encoder: Encoder, loss: InfoNCELoss, max_batch_tokens: int | None = None):
+        super().__init__(encoder, max_batch_tokens)
+        self.loss = loss
+
+    def forward(self, query_ids: Sequence[Sequence[int]], doc_ids: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
+        b, k = len(doc_ids), len(doc_ids[0]) - 1
+        queries = self._chunked(query_ids, self.wrapped.forward)
+        docs = self._chunked([d for group in doc_ids for d in group], self.wrapped.forward).view(b, k + 1, -1)
+        return self.loss(queries, docs[:, 0], docs[:, 1:] if k else None)
+
+
+class GroupReranker(_Trainable):
+    """Cross-encoder scored over each group's [positive, negatives] pairs, listwise (default) or pointwise."""
+
+    def __init__(self, reranker: Reranker, loss: ListwiseCELoss | PointwiseBCELoss,
+                 max_batch_tokens: int | None = None):
+        super().__init__(reranker, max_batch_tokens)
+        self.loss = loss
+
+    def forward(self, query_ids: Sequence[Sequence[int]], doc_ids: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
+        b, n = len(doc_ids), len(doc_ids[0])
+        scores = self._chunked([d for group in doc_ids for d in group], self.wrapped.forward)
+        return self.loss(scores.view(b, n))
+
+
+def build_module(kind: str, model: str, max_length: int, temperature: float, *, device: str,
+                 max_batch_tokens: int | None = None, gradient_checkpointing: bool = False,
+                 mask_margin: float | None = None, loss: str = "listwise") -> _Trainable:
+    """The trainable module for `kind` ('encoder' or 'reranker'), in fp32 on `device` (DeepSpeed casts to bf16
+    and keeps fp32 master weights itself)."""
+    from skillrouter.models.encoder import EncoderSpec
+    from skillrouter.models.reranker import RerankerSpec
+
+    if kind == "encoder":
+        wrapped = Encoder.load(EncoderSpec(model=model, max_length=max_length), device=device, dtype=torch.float32)
+        module: _Trainable = ContrastiveEncoder(wrapped, InfoNCELoss(temperature, mask_margin), max_batch_tokens)
+    elif kind == "reranker":
+        wrapped = Reranker.load(RerankerSpec(model=model, max_length=max_length), device=device, dtype=torch.float32)
+        objective = ListwiseCELoss(temperature) if loss == "listwise" else PointwiseBCELoss()
+        module = GroupReranker(wrapped, objective, max_batch_tokens)
+    else:
+        raise ValueError(f"unknown model kind '{kind}': encoder or reranker")
+    wrapped.model.train()
+    if gradient_checkpointing:
+        wrapped.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(wrapped.model.config, "use_cache"):
+            wrapped.model.config.use_cache = False
+    return module

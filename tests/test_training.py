@@ -1,0 +1,240 @@
+"""Training: schedule, data batching, the trainable modules, export/reload, and real Ray Train + DeepSpeed runs."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from skillrouter.config import PipelineConfig, load_config
+from skillrouter.corpus.skill import Skill
+from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.models.reranker import Reranker, RerankerSpec
+from skillrouter.training.data import group_skills, length_grouped, micro_batches_per_epoch, sample_groups
+from skillrouter.training.flops import flops_per_token, non_embedding_parameters
+from skillrouter.training.job import resolve_deepspeed, run_training
+from skillrouter.training.loop import lr_lambda
+from skillrouter.training.modules import EXPORT_INFO, build_module
+
+# A learnable toy task: each skill's request shares its distinctive words, random-weight models can fit it.
+WORDS = ["pdf", "kubernetes", "postgres", "invoice", "spreadsheet", "docker", "release", "budget", "terraform",
+         "latency", "calendar", "translation", "password", "backup", "graph", "email"]
+TOY = [Skill(f"toy/{w}", f"{w}-helper", f"Everything about {w}.", f"Steps for {w} work: {w} {w} and more {w}.")
+       for w in WORDS]
+
+
+def toy_groups(n_queries: int = 64, negatives: int = 3, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_queries):
+        pos = TOY[i % len(TOY)]
+        others = [s for s in TOY if s.id != pos.id]
+        negs = [others[j] for j in rng.choice(len(others), negatives, replace=False)]
+        rows.append({"query_id": f"q{i:03d}", "query": f"please help with my {pos.id.split('/')[1]} task {i}",
+                     "positive_id": pos.id,
+                     "negatives": [{"skill_id": s.id, "source": "random", "score": 0.0} for s in negs]})
+    return pa.Table.from_pylist(rows)
+
+
+def toy_config(tmp_path, model: str, kind: str = "encoder", **train) -> PipelineConfig:
+    section = {"model": model, "max_length": 48, "negatives": 3, "batch_size": 8, "grad_accum_steps": 1,
+               "learning_rate": 3e-3, "warmup_ratio": 0.0, "schedule": "constant", "gradient_checkpointing": False,
+               "num_workers": 1, "cpus_per_worker": 1, "log_every": 1, "checkpoint_every": 4,
+               "storage_path": str(tmp_path / "storage"), **train}
+    if kind == "encoder":
+        section["temperature"] = 0.1
+    return PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), kind: section})
+
+
+def read_log(tmp_path, kind: str = "encoder") -> list[dict]:
+    path = tmp_path / "run" / "models" / f"{kind}_train_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+
+
+def test_schedule_warms_up_then_decays():
+    f = lr_lambda(total_steps=10, warmup_steps=2, schedule="linear")
+    assert [round(f(s), 3) for s in range(4)] == [0.5, 1.0, 1.0, 0.875]
+    assert f(10) == 0.0
+    cos = lr_lambda(10, 0, "cosine")
+    assert cos(0) == 1.0 and abs(cos(5) - 0.5) < 1e-9 and abs(cos(10)) < 1e-9
+    assert lr_lambda(10, 0, "constant")(7) == 1.0
+
+
+def test_deepspeed_config_fills_auto_values(repo_root, tmp_path):
+    t = load_config(repo_root / "configs" / "qwen3-8b.yaml").encoder
+    ds = resolve_deepspeed(repo_root / t.deepspeed, t, use_gpu=True)
+    assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] is True
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (8, 4)
+    cpu = resolve_deepspeed(repo_root / "configs/deepspeed/zero2.json", t, use_gpu=False)
+    assert cpu["bf16"]["enabled"] is False and cpu["zero_optimization"]["stage"] == 2
+    (tmp_path / "bad.json").write_text('{"train_batch_size": "auto", "zero_optimization": {"stage": 2}}')
+    with pytest.raises(ValueError, match="cannot fill 'auto' for train_batch_size"):
+        resolve_deepspeed(tmp_path / "bad.json", t, use_gpu=False)
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_deepspeed(tmp_path / "missing.json", t, use_gpu=False)
+
+
+def test_profiles_inherit_and_state_the_paper_settings(repo_root):
+    small, gpu, big = (load_config(repo_root / "configs" / f) for f in ("minilm.yaml", "qwen3-0.6b.yaml",
+                                                                         "qwen3-8b.yaml"))
+    assert small.encoder.model == small.reranker.model == "minilm" and small.encoder.num_workers == 1
+    assert (gpu.encoder.temperature, gpu.encoder.learning_rate, gpu.encoder.batch_size,
+            gpu.encoder.grad_accum_steps, gpu.encoder.max_length) == (0.05, 2e-5, 8, 4, 2048)
+    assert (gpu.reranker.temperature, gpu.reranker.learning_rate, gpu.reranker.max_length) == (1.0, 1e-5, 4096)
+    assert gpu.encoder.max_groups is None and gpu.examples == small.examples  # inherited unless restated
+    assert big.encoder.model == "Qwen/Qwen3-Embedding-8B" and big.encoder.num_workers >= 4
+    assert big.reranker.deepspeed.endswith("zero3.json") and big.run_dir == "runs/qwen3-8b"
+
+
+def test_length_grouped_batches_are_deterministic_and_cover_every_row():
+    rows = [{"i": i, "tokens": int(t)} for i, t in enumerate(np.random.default_rng(0).integers(1, 500, 300))]
+    first = list(length_grouped(iter(rows), batch_size=8, seed=3, window_batches=4))
+    again = list(length_grouped(iter(rows), batch_size=8, seed=3, window_batches=4))
+    other = list(length_grouped(iter(rows), batch_size=8, seed=4, window_batches=4))
+    assert [[r["i"] for r in b] for b in first] == [[r["i"] for r in b] for b in again]
+    assert [[r["i"] for r in b] for b in first] != [[r["i"] for r in b] for b in other]
+    assert sorted(r["i"] for b in first for r in b) == list(range(300))
+    assert len(first) == micro_batches_per_epoch(300, 8, window_batches=4)
+    # sorting inside windows of 32 rows: batches are far tighter in length than random ones
+    spread = np.mean([max(r["tokens"] for r in b) - min(r["tokens"] for r in b) for b in first])
+    assert spread < 150
+
+
+def test_groups_sample_and_shape():
+    table = toy_groups(20)
+    empty = pa.Table.from_pylist([{"query_id": "x", "query": "q", "positive_id": TOY[0].id, "negatives": []}],
+                                 schema=table.schema)
+    sampled = sample_groups(pa.concat_tables([table, empty]), max_groups=None, seed=0)
+    assert sampled.num_rows == 20 and "x" not in sampled.column("query_id").to_pylist()
+    assert sample_groups(table, 5, seed=0).column("query_id").to_pylist() == \
+        sample_groups(table, 5, seed=0).column("query_id").to_pylist()
+    negs = [{"skill_id": "a"}, {"skill_id": "b"}]
+    assert group_skills("p", negs, 5) == ["p", "a", "b", "a", "b", "a"]  # cycled to a fixed shape
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+def _ids(module, kind):
+    wrapped = module.wrapped
+    if kind == "encoder":
+        q = wrapped.tokenize([wrapped.format_query("help with my pdf task"), wrapped.format_query("docker")])
+        docs = [wrapped.tokenize([wrapped.format_skill(s) for s in TOY[i:i + 4]]) for i in (0, 4)]
+        return q, docs
+    return [[], []], [wrapped.pair_ids([wrapped.format_pair("pdf task", s) for s in TOY[i:i + 4]]) for i in (0, 4)]
+
+
+@pytest.mark.parametrize("kind", ["encoder", "reranker"])
+def test_chunked_forward_gives_the_same_loss_and_gradients(kind, tiny_qwen3, tiny_qwen3_reranker):
+    model = str(tiny_qwen3 if kind == "encoder" else tiny_qwen3_reranker)
+    losses, grads = [], []
+    for budget in (None, 64):
+        module = build_module(kind, model, 64, 0.05 if kind == "encoder" else 1.0, device="cpu",
+                              max_batch_tokens=budget)
+        q, docs = _ids(module, kind)
+        loss = module(q, docs)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(module.backbone.get_input_embeddings().weight.grad.clone())
+        assert module.padded_tokens >= module.tokens > 0
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_export_then_reload_scores_identically(tiny_qwen3, tiny_qwen3_reranker, tmp_path):
+    query = "merge my pdf files"
+    enc = build_module("encoder", str(tiny_qwen3), 64, 0.05, device="cpu")
+    enc.backbone.eval()
+    with torch.no_grad():
+        before = enc.wrapped.encode_skills(TOY[:5])
+    enc.export(tmp_path / "enc", None, {"kind": "encoder"})
+    after = Encoder.load(EncoderSpec(model=str(tmp_path / "enc"), max_length=64), device="cpu").encode_skills(TOY[:5])
+    np.testing.assert_array_equal(before, after)
+    assert json.loads((tmp_path / "enc" / EXPORT_INFO).read_text())["kind"] == "encoder"
+
+    for name, model in (("qwen", str(tiny_qwen3_reranker)), ("minilm", "minilm")):
+        rr = build_module("reranker", model, 64, 1.0, device="cpu")
+        rr.backbone.eval()
+        before = rr.wrapped.score(query, TOY[:5])
+        rr.export(tmp_path / name, None, {"kind": "reranker"})
+        after = Reranker.load(RerankerSpec(model=str(tmp_path / name), max_length=64), device="cpu").score(
+            query, TOY[:5])
+        torch.testing.assert_close(before, after, atol=1e-6, rtol=0)  # same weights; kernels may round apart
+
+
+def test_flops_count_the_non_embedding_weights(tiny_qwen3):
+    module = build_module("encoder", str(tiny_qwen3), 64, 0.05, device="cpu")
+    model = module.backbone
+    n = non_embedding_parameters(model)
+    assert n == sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    c = model.config
+    assert flops_per_token(model, 100) == 6 * n + 12 * c.num_hidden_layers * c.head_dim * c.num_attention_heads * 100
+
+
+# ---------------------------------------------------------------------------------------------- Ray Train
+
+
+@pytest.mark.slow
+def test_two_worker_zero2_run_learns_the_toy_task_and_exports(ray_cluster, tiny_qwen3, tmp_path):
+    config = toy_config(tmp_path, str(tiny_qwen3), num_workers=2, epochs=6, checkpoint_every=100)
+    lines = []
+    summary = run_training("encoder", TOY, toy_groups(64), config, log=lines.append)
+    log = read_log(tmp_path)
+    assert summary["world_size"] == 2 and summary["steps"] == 24 and log[-1]["step"] == 24
+    assert all(row["world_size"] == 2 for row in log)
+    first, last = np.mean([r["loss"] for r in log[:3]]), np.mean([r["loss"] for r in log[-3:]])
+    assert last < 0.6 * first, (first, last)
+    assert any("step    24/24" in line and "[exported]" in line for line in lines)
+    encoder = Encoder.load(EncoderSpec(model=summary["output_dir"], max_length=48), device="cpu")
+    q = encoder.encode_queries(["please help with my kubernetes task 99"])
+    assert TOY[int(np.argmax(q @ encoder.encode_skills(TOY).T))].id == "toy/kubernetes"
+    again = run_training("encoder", TOY, toy_groups(64), config, log=lines.append)
+    assert again["skipped"] and "up to date" in lines[-1]
+
+
+def _kill_a_worker_after_the_first_checkpoint(storage, stop: threading.Event, killed: list) -> None:
+    """SIGKILL a Ray Train worker process (found by its process title) once Ray Train has registered a
+    checkpoint (listed in its snapshot, not merely being uploaded)."""
+    import psutil
+
+    while not stop.is_set():
+        if any("step-" in f.read_text() for f in storage.glob("*/checkpoint_manager_snapshot.json")):
+            for proc in psutil.process_iter(["cmdline"]):
+                if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                    return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_from_the_checkpoint_step(ray_cluster, tiny_qwen3, tmp_path):
+    config = toy_config(tmp_path, str(tiny_qwen3), epochs=6, checkpoint_every=4, max_failures=2,
+                        schedule="linear")
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_a_worker_after_the_first_checkpoint,
+                              args=(tmp_path / "storage", stop, killed), daemon=True)
+    killer.start()
+    try:
+        summary = run_training("encoder", TOY, toy_groups(64), config, log=lambda _: None)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no worker was killed"
+    log = read_log(tmp_path)
+    resumed = [r for r in log if r["resumed_from_step"] > 0]
+    assert resumed, "training did not resume from a checkpoint"
+    start = resumed[0]["resumed_from_step"]
+    assert start % 4 == 0 and resumed[0]["step"] > start  # continues after the checkpoint's step, not from 0
+    assert summary["steps"] == 48 and log[-1]["step"] == 48
+    # the scheduler's state came back too: every step, before and after the restart, has its scheduled rate
+    schedule = lr_lambda(48, 0, "linear")
+    assert all(r["lr"] == pytest.approx(3e-3 * schedule(r["step"])) for r in log)
