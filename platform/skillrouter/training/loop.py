@@ -101,6 +101,7 @@ def train_func(args: dict) -> None:
                "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s,
                "padding": 1 - window["tokens"] / max(1, window["padded"]), "seconds": elapsed,
                "resumed_from_step": resumed_from, "world_size": world, "rank": rank,
+               "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
                "mfu": (flops_per_token(module.backbone, mean_seq, n_params) * tokens_per_s / (peak * 1e12))
                if peak else None}
         window.update(loss=0.0, micro=0, tokens=0, padded=0, seq=0.0, started=time.perf_counter())
