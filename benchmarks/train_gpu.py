@@ -47,11 +47,10 @@ def synthetic_groups(skills: list[Skill], n: int, negatives: int = 10, seed: int
 
 
 def build_model(size: str, kind: str, out: Path) -> Path:
+    import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
     from skillrouter.testing.tiny_models import qwen3_config, train_tokenizer
-
-    import torch
 
     tok = train_tokenizer((s.text() for s in read_skills("bundled")), out / "tokenizer", vocab_size=8192)
     torch.set_default_dtype(torch.bfloat16)  # random weights saved in bf16: half the bytes to write and load (8B)

@@ -1,4 +1,5 @@
-"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, mine, pipeline, systems.
+"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, mine, index, pipeline,
+systems.
 
 Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
 `skillrouter pipeline --config configs/minilm.yaml eval.top_k=20 corpus.strict=true`.
@@ -16,6 +17,7 @@ from skillrouter.config import ConfigError, PipelineConfig, is_override, load_co
 from skillrouter.corpus.ingest import IngestError, ingest, read_skills
 from skillrouter.corpus.readers import UnsupportedSource
 from skillrouter.evaluation.benchmark import BenchmarkError, add_distractors, export_eval_core, load_benchmark
+from skillrouter.index.store import SkillIndexError
 from skillrouter.querygen.client import JobFailed
 from skillrouter.systems import SYSTEMS
 
@@ -146,6 +148,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from skillrouter.index.build import build_index, open_index, sync_index
+
+    config = _config(args)
+    if args.action == "info":
+        with open_index(config) as index:
+            print(json.dumps(index.info(), indent=1))
+    elif args.action == "build":
+        build_index(_corpus(config, args.corpus), config)
+    else:
+        sync_index(_corpus(config, args.corpus), config)
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from skillrouter.pipeline import run_pipeline
 
@@ -217,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help="skills (default: the run directory's corpus, else corpus.sources)")
     p.add_argument("--groups", help="groups.parquet (default: RUN_DIR/mined/groups.parquet)")
 
+    p = add("index", cmd_index, "build the Milvus skill index (a new verified version), sync it by content hash, "
+                                "or describe it")
+    p.add_argument("action", choices=["build", "sync", "info"])
+    p.add_argument("--corpus", help="skills (default: the run directory's corpus, else corpus.sources)")
+
     add("pipeline", cmd_pipeline, "run the main job from a profile")
     add("systems", cmd_systems, "list the named retrieval systems")
     return parser
@@ -232,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = overrides
     try:
         return args.fn(args)
-    except (ConfigError, IngestError, BenchmarkError, UnsupportedSource, ValueError, JobFailed) as err:
+    except (ConfigError, IngestError, BenchmarkError, UnsupportedSource, ValueError, JobFailed,
+            SkillIndexError) as err:
         print(f"skillrouter {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -167,6 +167,28 @@ class EvalConfig(_Section):
     top_k: int = Field(50, ge=1, le=1000, description="predictions kept per task")
 
 
+class IndexConfig(_Section):
+    """The Milvus skill index: versions `{collection}_v{N}` served through the alias `{collection}`.
+
+    Corpus embeddings are read from and written to `mining.cache_dir`, so an index built with the mining
+    encoder and length reuses the embeddings mining computed (and the reverse).
+    """
+
+    uri: str = Field("index/skills.db", description="a Milvus Lite file (ends in .db; a relative path is under "
+                                                    "run_dir) or a server URI, e.g. http://milvus:19530")
+    collection: str = Field("skills", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
+                            description="the alias readers search; versions are named {collection}_v{N}")
+    encoder: str = Field("minilm", description="encoder of skills and queries (HF id, local path, 'minilm')")
+    max_length: int = Field(256, gt=0, description="tokens per skill text")
+    batch_size: int = Field(64, gt=0, description="texts per encoder batch")
+    embed_actors: int = Field(1, ge=1, description="encoder actors for a build (one GPU each on a GPU cluster)")
+    keep_versions: int = Field(2, ge=1, description="verified versions kept, the live one included")
+    token_env: str = Field("MILVUS_TOKEN", description="environment variable holding a server's token "
+                                                       "('user:password' or an API key); unused for Lite")
+    index_type: Literal["FLAT", "HNSW"] = Field("FLAT", description="FLAT: exact; HNSW: approximate, for "
+                                                                     "large collections on a server")
+
+
 class PipelineConfig(_Section):
     """A whole profile: one file in `configs/` drives every stage."""
 
@@ -179,6 +201,7 @@ class PipelineConfig(_Section):
     encoder: EncoderTrainConfig = Field(default_factory=EncoderTrainConfig)
     reranker: RerankerTrainConfig = Field(default_factory=RerankerTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     examples: list[str] = Field(default_factory=list, description="requests the main job answers as a demo")
     seed: int = 0
 

@@ -1,0 +1,388 @@
+"""The Milvus store behind routing: versioned collections `{alias}_v{N}` served through an alias.
+
+One class, `SkillIndex`, over pymilvus' `MilvusClient`, for a Milvus Lite file (`*.db`) or a Milvus server.
+What Milvus Lite 3 (pure Python, milvus-lite 3.2) does and does not do, checked against it:
+- aliases: create, alter, describe, list; persisted atomically in the file, so the switch is Milvus' own;
+- upsert and delete by primary key, filter expressions (`==`, `in`, `and`); no `filter_params` templates,
+  so filters are built here with quoted literals;
+- collection properties persist (the schema description does not): the encoder and the verified flag live there;
+- collections come back released after a reopen (loaded here before any read); a search returns every field,
+  the vector too, unless `output_fields` is named;
+- one process owns a `.db` (an advisory lock held until that process closes it): see `lite_replica`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import random
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from skillrouter.corpus.skill import Skill
+
+# VARCHAR limits count UTF-8 bytes on a server; ids are never cut (the real pool's longest is 227 bytes).
+ID_MAX_BYTES = 512
+FIELD_MAX_BYTES = {"content_hash": 64, "name": 512, "category": 256, "source": 256}
+ENCODER_PROPERTY, VERIFIED_PROPERTY = "skillrouter.encoder", "skillrouter.verified"
+INSERT_BATCH_BYTES = 16 << 20  # well under gRPC's 64 MiB message limit at any dimension
+SEARCH_BATCH = 1024  # queries per request; a server refuses more than 16,384
+ID_BATCH = 1000  # ids per delete request
+VERIFY_SAMPLE = 256
+# HNSW is approximate: a few self-misses among the sample are normal there, none with FLAT (exact).
+MIN_SELF_RECALL = {"FLAT": 1.0, "HNSW": 0.98}
+HNSW_BUILD = {"M": 16, "efConstruction": 200}
+HNSW_MIN_EF = 64
+
+
+class SkillIndexError(RuntimeError):
+    """An index that cannot be opened, found or trusted; the message names the URI and the collection."""
+
+
+class _DropLiteNoise(logging.Filter):
+    """Two log lines every Lite run would print, about calls Milvus Lite does not implement and pymilvus
+    already works around: its query iterator falls back to client time (exact for one local process), and
+    index creation asks for a timestamp that the in-process gRPC server then logs as a failed call."""
+
+    NOISE = ("failed to get mvccTs", "Method not implemented!")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+for _logger in ("pymilvus.client.iterator.query_iterator", "grpc._server"):
+    logging.getLogger(_logger).addFilter(_DropLiteNoise())
+
+
+def is_lite(uri: str) -> bool:
+    return "://" not in uri
+
+
+def clip(text: str | None, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8 without splitting a character."""
+    return (text or "").encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _literal(value: str, field: str) -> str:
+    # JSON quoting is Milvus' string-literal syntax (double quotes, backslash escapes); values are clipped
+    # exactly as stored, so a long category still matches itself
+    return json.dumps(clip(value, FIELD_MAX_BYTES[field]), ensure_ascii=False)
+
+
+def filter_expr(category: str | Sequence[str] | None = None, source: str | Sequence[str] | None = None) -> str:
+    """A Milvus boolean expression for the optional filters: one value (`==`) or several (`in`)."""
+    parts = []
+    for field, value in (("category", category), ("source", source)):
+        if value is None:
+            continue
+        if isinstance(value, str):
+            parts.append(f"{field} == {_literal(value, field)}")
+        else:
+            parts.append(f"{field} in [{', '.join(_literal(v, field) for v in value)}]")
+    return " and ".join(parts)
+
+
+@contextmanager
+def _lite_lock(path: Path, wait_s: float) -> Iterator[None]:
+    """Hold the lock Milvus Lite takes on `{db}/LOCK`, so no process opens the file meanwhile."""
+    from milvus_lite.db import LOCK_FILENAME
+
+    with open(path / LOCK_FILENAME, "a+") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SkillIndexError(f"{path} is held by another process (Milvus Lite allows one process "
+                                          f"per file): stop it, or give readers copies (`lite_replica`)") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def lite_replica(uri: str, dest: str | Path, wait_s: float = 60.0) -> str:
+    """A private copy of a Milvus Lite index for one reading process; returns its URI.
+
+    Milvus Lite lets one process own a `.db`, so several serving replicas cannot open one file. Each replica
+    copies it while holding the file's own lock (no writer is mid-change then) and opens the copy; it sees a
+    rebuild when it copies again. A Milvus server has no such limit: cluster profiles point every replica at it.
+    """
+    from milvus_lite.db import LOCK_FILENAME
+
+    src, out = Path(uri), Path(dest) / Path(uri).name
+    if not is_lite(uri) or not src.is_dir():
+        raise SkillIndexError(f"no Milvus Lite index at {uri} to copy")
+    with _lite_lock(src, wait_s):
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, out, ignore=shutil.ignore_patterns(LOCK_FILENAME))
+    return str(out)
+
+
+class SkillIndex:
+    """Skill vectors (unit rows, inner product = cosine) in versioned collections behind one alias.
+
+    A build writes `{alias}_v{N+1}`, verifies it, then points the alias at it; readers only ever name the alias.
+    Methods that take `collection` default to the version the alias points to now.
+    """
+
+    def __init__(self, client, uri: str, alias: str, index_type: str = "FLAT"):
+        if index_type not in MIN_SELF_RECALL:
+            raise ValueError(f"index_type must be one of {', '.join(MIN_SELF_RECALL)}, got {index_type!r}")
+        self.client, self.uri, self.alias, self.index_type = client, uri, alias, index_type
+        self._loaded: set[str] = set()
+
+    @classmethod
+    def open(cls, uri: str, alias: str = "skills", *, token: str = "", index_type: str = "FLAT",
+             create: bool = False) -> SkillIndex:
+        """Connect to a Milvus Lite file (a path ending in `.db`) or a server (`http[s]://host:port`).
+        A missing Lite file is created only with `create` (builds); readers get a clear error instead."""
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        if is_lite(uri):
+            path = Path(uri)
+            if path.suffix != ".db":
+                raise SkillIndexError(f"index URI {uri!r}: a Milvus Lite file must end in .db; a server URI "
+                                      f"starts with http:// or https://")
+            if not create and not path.is_dir():
+                raise SkillIndexError(f"no index at {uri}: run `skillrouter index build` first")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not uri.startswith(("http://", "https://", "tcp://")):
+            raise SkillIndexError(f"index URI {uri!r}: use a path ending in .db (Milvus Lite) or "
+                                  f"http[s]://host:port (a Milvus server)")
+        try:
+            client = MilvusClient(uri=uri, token=token if not is_lite(uri) else "")
+        except MilvusException as err:
+            if is_lite(uri) and Path(uri).is_dir():
+                with _lite_lock(Path(uri), wait_s=0):  # raises the clear error when another process owns it
+                    pass
+            raise SkillIndexError(f"cannot open the index at {uri}: {err.message}") from None
+        return cls(client, uri, alias, index_type)
+
+    def close(self) -> None:
+        """Disconnect; for Milvus Lite also stop this process' in-process server, which frees the file for
+        another process (pymilvus' own close keeps it until exit)."""
+        self.client.close()
+        if is_lite(self.uri):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
+
+    def __enter__(self) -> SkillIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- versions and the alias ------------------------------------------------------------------------------
+
+    def versions(self) -> list[int]:
+        """Version numbers present, ascending."""
+        pattern = re.compile(rf"^{re.escape(self.alias)}_v(\d+)$")
+        return sorted(int(m.group(1)) for name in self.client.list_collections() if (m := pattern.match(name)))
+
+    def version_name(self, version: int) -> str:
+        return f"{self.alias}_v{version}"
+
+    def live(self) -> str | None:
+        """The collection the alias points to, or None before the first build."""
+        if self.alias not in self.client.list_aliases().get("aliases", []):
+            return None
+        return self.client.describe_alias(self.alias)["collection_name"]
+
+    def require_live(self) -> str:
+        live = self.live()
+        if live is None:
+            raise SkillIndexError(f"no collection '{self.alias}' in {self.uri}: run `skillrouter index build` first")
+        return live
+
+    def create_version(self, dim: int, encoder: str) -> str:
+        """A new empty collection `{alias}_v{N+1}` recording the encoder that fills it; not yet verified."""
+        from pymilvus import DataType, MilvusClient
+
+        name = self.version_name(max(self.versions(), default=0) + 1)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        for field, max_bytes in FIELD_MAX_BYTES.items():
+            schema.add_field(field, DataType.VARCHAR, max_length=max_bytes)
+        params = self.client.prepare_index_params()
+        params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP",
+                         params=HNSW_BUILD if self.index_type == "HNSW" else {})
+        self.client.create_collection(name, schema=schema, index_params=params,
+                                      properties={ENCODER_PROPERTY: encoder, VERIFIED_PROPERTY: "false"})
+        return name
+
+    def properties(self, collection: str | None = None) -> dict[str, str]:
+        return self.client.describe_collection(collection or self.require_live()).get("properties", {})
+
+    def dim(self, collection: str | None = None) -> int:
+        fields = self.client.describe_collection(collection or self.require_live())["fields"]
+        return int(next(f for f in fields if f["name"] == "vector")["params"]["dim"])
+
+    def switch(self, collection: str) -> str | None:
+        """Point the alias at `collection` (create or alter: one atomic step for readers); returns the
+        previous target. Refuses a version that has not passed `verify`."""
+        if self.properties(collection).get(VERIFIED_PROPERTY) != "true":
+            raise SkillIndexError(f"{collection} has not passed verification; the alias stays where it is")
+        previous = self.live()
+        if previous is not None:
+            self.client.alter_alias(collection, self.alias)
+        elif self.client.has_collection(self.alias):
+            raise SkillIndexError(f"{self.uri} has a collection named '{self.alias}' where the alias should be: "
+                                  f"drop or rename it, or choose another index.collection")
+        else:
+            self.client.create_alias(collection, self.alias)
+        return previous
+
+    def prune(self, keep_versions: int) -> list[str]:
+        """Drop versions beyond the newest `keep_versions` verified ones (the live one always stays), and
+        any unverified version (a failed or interrupted build). Returns the dropped names."""
+        live = self.live()
+        verified, dropped = [], []
+        for version in sorted(self.versions(), reverse=True):
+            name = self.version_name(version)
+            if name == live:
+                continue
+            if self.properties(name).get(VERIFIED_PROPERTY) == "true":
+                verified.append(name)
+            else:
+                dropped.append(name)
+        dropped += verified[max(keep_versions - 1, 0):]
+        for name in dropped:
+            self.client.drop_collection(name)
+            self._loaded.discard(name)
+        return dropped
+
+    # -- writes --------------------------------------------------------------------------------------------
+
+    def _rows(self, skills: Sequence[Skill], vectors: np.ndarray) -> list[dict]:
+        if len(skills) != len(vectors):
+            raise ValueError(f"{len(skills)} skills but {len(vectors)} vectors")
+        rows = []
+        for skill, vector in zip(skills, vectors):
+            if len(skill.id.encode("utf-8")) > ID_MAX_BYTES:
+                raise ValueError(f"skill id longer than {ID_MAX_BYTES} bytes: {skill.id[:80]!r}...")
+            row = {"id": skill.id, "vector": vector, "content_hash": skill.content_hash, "name": skill.name,
+                   "category": skill.category, "source": skill.source}
+            rows.append({k: v if k in ("id", "vector") else clip(v, FIELD_MAX_BYTES[k]) for k, v in row.items()})
+        return rows
+
+    def _batches(self, skills: Sequence[Skill], vectors: np.ndarray) -> Iterator[list[dict]]:
+        step = max(1, INSERT_BATCH_BYTES // (vectors.shape[1] * 4 + 1024))
+        for start in range(0, len(skills), step):
+            yield self._rows(skills[start:start + step], vectors[start:start + step])
+
+    def insert(self, skills: Sequence[Skill], vectors: np.ndarray, collection: str) -> None:
+        """Add rows in batches to a new version (`upsert` is for the live one)."""
+        for rows in self._batches(skills, vectors):
+            self.client.insert(collection, rows)
+        self.client.flush(collection)
+
+    def upsert(self, skills: Sequence[Skill], vectors: np.ndarray, collection: str | None = None) -> None:
+        """Insert or replace rows by id."""
+        collection = collection or self.require_live()
+        for rows in self._batches(skills, vectors):
+            self.client.upsert(collection, rows)
+        self.client.flush(collection)
+
+    def delete(self, ids: Sequence[str], collection: str | None = None) -> None:
+        collection = collection or self.require_live()
+        for start in range(0, len(ids), ID_BATCH):
+            self.client.delete(collection, ids=list(ids[start:start + ID_BATCH]))
+        self.client.flush(collection)
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    def _ready(self, collection: str | None) -> str:
+        name = collection or self.require_live()
+        if name not in self._loaded:
+            if not self.client.has_collection(name):
+                raise SkillIndexError(f"no collection '{name}' in {self.uri}")
+            self.client.load_collection(name)  # Lite releases everything on reopen
+            self._loaded.add(name)
+        return name
+
+    def count(self, collection: str | None = None) -> int:
+        """Live rows (a server's collection statistics would still count deleted ones)."""
+        res = self.client.query(self._ready(collection), filter="", output_fields=["count(*)"],
+                                consistency_level="Strong")
+        return int(res[0]["count(*)"])
+
+    def search(self, vectors: np.ndarray, k: int = 20, category: str | Sequence[str] | None = None,
+               source: str | Sequence[str] | None = None, collection: str | None = None,
+               ) -> list[list[tuple[str, float]]]:
+        """Top-`k` (id, cosine) per query row, best first, optionally only among skills of the given
+        categories or sources; queries go in batches of `SEARCH_BATCH`."""
+        return [[(h["id"], h["distance"]) for h in hits]
+                for hits in self._search(vectors, k, filter_expr(category, source), ["id"], collection)]
+
+    def _search(self, vectors: np.ndarray, k: int, expr: str, fields: list[str], collection: str | None):
+        name = self._ready(collection)
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        params = {"params": {"ef": max(k, HNSW_MIN_EF)}} if self.index_type == "HNSW" else {}
+        out = []
+        for start in range(0, len(vectors), SEARCH_BATCH):
+            out += self.client.search(name, data=list(vectors[start:start + SEARCH_BATCH]), limit=k, filter=expr,
+                                      output_fields=fields, search_params=params)
+        return out
+
+    def hashes(self, collection: str | None = None) -> dict[str, str]:
+        """{id: content_hash} of every row, read with an iterator (a server caps a plain query's window)."""
+        it = self.client.query_iterator(self._ready(collection), batch_size=5000, output_fields=["content_hash"])
+        out: dict[str, str] = {}
+        try:
+            while batch := it.next():
+                out.update((r["id"], r["content_hash"]) for r in batch)
+        finally:
+            it.close()
+        return out
+
+    def verify(self, collection: str, skills: Sequence[Skill], vectors: np.ndarray, expected_rows: int,
+               sample: int = VERIFY_SAMPLE, seed: int = 0) -> dict:
+        """Check that `collection` holds `expected_rows` rows and that a sample of `skills` finds itself
+        first by its own vector (or an exact duplicate: same content hash, same vector). A collapsed or
+        mis-written index fails here. On success the version is marked verified, which `switch` requires."""
+        rows = self.count(collection)
+        picks = random.Random(seed).sample(range(len(skills)), min(sample, len(skills)))
+        hits = self._search(vectors[picks], 1, "", ["content_hash"], collection) if picks else []
+        misses = [skills[i].id for i, h in zip(picks, hits) if not h or (
+            h[0]["id"] != skills[i].id and h[0]["entity"]["content_hash"] != skills[i].content_hash)]
+        recall = 1 - len(misses) / len(picks) if picks else 1.0
+        problems = []
+        if rows != expected_rows:
+            problems.append(f"{rows:,} rows, expected {expected_rows:,}")
+        if recall < MIN_SELF_RECALL[self.index_type]:
+            problems.append(f"{len(misses)} of {len(picks)} sampled skills are not their own top-1 "
+                            f"(e.g. {', '.join(misses[:3])})")
+        if problems:
+            raise SkillIndexError(f"verification of {collection} in {self.uri} failed: {'; '.join(problems)}")
+        self.client.alter_collection_properties(collection, properties={VERIFIED_PROPERTY: "true"})
+        return {"rows": rows, "sampled": len(picks), "self_recall": round(recall, 4)}
+
+    def info(self) -> dict:
+        """What a person checking the index wants: where, which version is live, rows per version."""
+        live = self.live()
+        versions = []
+        for version in self.versions():
+            name = self.version_name(version)
+            props = self.properties(name)
+            versions.append({"name": name, "rows": self.count(name), "live": name == live,
+                             "verified": props.get(VERIFIED_PROPERTY) == "true",
+                             "encoder": props.get(ENCODER_PROPERTY)})
+        index = self.client.describe_index(live, "vector") if live else {}
+        return {"uri": self.uri, "alias": self.alias, "live": live, "dim": self.dim(live) if live else None,
+                "index_type": index.get("index_type"), "metric": index.get("metric_type"), "versions": versions}
