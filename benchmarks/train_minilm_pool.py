@@ -31,6 +31,9 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--encoder-groups", type=int, default=None)
     p.add_argument("--reranker-groups", type=int, default=16_000)
+    p.add_argument("--cpus-per-worker", type=int, default=4)
+    p.add_argument("--encoder-batch", type=int, default=64, help="groups per step (in-batch negatives)")
+    p.add_argument("--reranker-batch", type=int, default=16)
     args = p.parse_args()
 
     out = Path(args.out)
@@ -38,14 +41,14 @@ def main() -> None:
     skills = read_skills(args.corpus)
     groups = pq.read_table(args.groups)
     common = {"model": args.minilm, "negatives": 10, "grad_accum_steps": 1, "gradient_checkpointing": False,
-              "num_workers": 1, "cpus_per_worker": 4, "checkpoint_every": 100_000, "log_every": 50,
+              "num_workers": 1, "cpus_per_worker": args.cpus_per_worker, "checkpoint_every": 100_000, "log_every": 50,
               "warmup_ratio": 0.05}
     config = PipelineConfig.model_validate({
         "run_dir": str(out / "run"),
-        "encoder": {**common, "max_length": 256, "batch_size": 64, "learning_rate": 5e-5, "temperature": 0.05,
-                    "max_groups": args.encoder_groups},
-        "reranker": {**common, "max_length": 320, "batch_size": 16, "learning_rate": 3e-5, "new_head_lr": 1e-3,
-                     "max_groups": args.reranker_groups},
+        "encoder": {**common, "max_length": 256, "batch_size": args.encoder_batch, "learning_rate": 5e-5,
+                    "temperature": 0.05, "max_groups": args.encoder_groups},
+        "reranker": {**common, "max_length": 320, "batch_size": args.reranker_batch, "learning_rate": 3e-5,
+                     "new_head_lr": 1e-3, "max_groups": args.reranker_groups},
         "mining": {"encoder_max_length": 256},
         "routing": {"retrieve_k": 20},
     })
@@ -64,10 +67,10 @@ def main() -> None:
             t0 = time.perf_counter()
             results.append(evaluate_system(system, bench, config))
             print(f"{name} {system}: {time.perf_counter() - t0:.1f} s", flush=True)
+            report.setdefault(name, {})[system] = results[-1].metrics  # saved as it goes: a cut run keeps its part
+            (out / "minilm_pool_eval.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
         print(f"\n{name}: {len(bench.tasks)} tasks, {len(bench.skills):,} skills\n{metrics_table(results)}\n",
               flush=True)
-        report[name] = {r.system: r.metrics for r in results}
-        (out / "minilm_pool_eval.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

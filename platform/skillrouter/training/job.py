@@ -138,6 +138,12 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     import ray
 
     use_gpu = t.use_gpu if t.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    wanted = {"CPU": t.num_workers * t.cpus_per_worker, "GPU": t.num_workers if use_gpu else 0}
+    have = ray.cluster_resources()
+    short = [f"{v:g} {k} (the cluster has {have.get(k, 0):g})" for k, v in wanted.items() if v > have.get(k, 0)]
+    if short:  # Ray Train waits for them silently; say so (an autoscaler may add nodes, so it is not an error)
+        log(f"{kind}: waiting for {', '.join(short)}; lower {kind}.num_workers or {kind}.cpus_per_worker "
+            "if no node will join")
     rows_per_worker = groups.num_rows // t.num_workers
     if rows_per_worker == 0:
         raise ValueError(f"{groups.num_rows} groups cannot feed {t.num_workers} workers")
