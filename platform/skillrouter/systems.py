@@ -87,9 +87,10 @@ class RerankRetriever:
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         indices, first_scores = self.first.search(queries, max(k, self.retrieve_k))
         out_idx, out_scores = [], []
-        for query, idx in zip(queries, indices):
-            head = idx[: self.retrieve_k]
-            scores = self.reranker.score(query, [self.skills[i] for i in head]).numpy()
+        heads = [idx[: self.retrieve_k] for idx in indices]
+        scored = self.reranker.score_batch([(q, [self.skills[i] for i in head]) for q, head in zip(queries, heads)])
+        for idx, head, scores in zip(indices, heads, scored):
+            scores = scores.numpy()
             order = np.argsort(-scores, kind="stable")
             tail = idx[self.retrieve_k:k]
             # the tail keeps its first-stage order below every reranked score
