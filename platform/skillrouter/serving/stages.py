@@ -1,6 +1,7 @@
-"""The work of the serving replicas, as plain Python over the library (no Ray): the catalogue of skills, the
-first stage (dense over Milvus, BM25, or their reciprocal rank fusion) and reranking. Tests and benchmarks call
-these directly; the deployments add batching, generations and metrics around them.
+"""The retriever's work as plain Python over the library (no Ray): the catalogue of skills, this replica's view of
+the index, and the first stage (dense over Milvus, BM25, or their reciprocal rank fusion). Tests call it directly;
+the deployments add batching, generations and metrics around it (reranking is the library's
+`Reranker.score_batch`, called as it is).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ FilterValue = str | Sequence[str] | None
 def corpus_path(config: PipelineConfig) -> Path:
     """The run's ingested corpus: the skills served, and the table admin changes edit."""
     return Path(config.run_dir) / "corpus" / SKILLS_FILE
+
+
+def serving_dir(config: PipelineConfig) -> Path:
+    """Where serving keeps its state under the run directory: the published generation, replicas' index copies."""
+    return Path(config.run_dir) / "serving"
 
 
 class Catalogue:
@@ -209,7 +215,3 @@ def load_first_stage(config: PipelineConfig, previous: FirstStage | None = None)
         raise
     return FirstStage(catalogue, index, encoder, bm25, config.serving.fusion_depth, config.serving.rrf_k, collection)
 
-
-def serving_dir(config: PipelineConfig) -> Path:
-    """Where serving keeps its state under the run directory: the published generation, replicas' index copies."""
-    return Path(config.run_dir) / "serving"
