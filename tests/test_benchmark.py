@@ -118,3 +118,27 @@ def test_dense_systems(eval_core_dir):
         assert routes[0].skill_id == "pdf" and -1.0 <= routes[-1].score <= routes[0].score <= 1.0
     with pytest.raises(ValueError, match="or dense:MODEL"):
         Router(skills, "dense")
+
+
+def test_reciprocal_rank_fusion():
+    from skillrouter.systems import reciprocal_rank_fusion
+
+    fused = reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], k=60)
+    assert [i for i, _ in fused] == ["b", "a", "d", "c"]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61) and fused[1][1] == pytest.approx(1 / 61)
+    assert reciprocal_rank_fusion([["x", "y"], ["y", "x"]])[0][0] == "x"  # a tie: the first met wins
+    assert reciprocal_rank_fusion([[], []]) == [] and reciprocal_rank_fusion([]) == []
+
+
+def test_hybrid_system_fuses_minilm_and_bm25(eval_core_dir):
+    from skillrouter import Router
+    from skillrouter.systems import get_system
+
+    skills = load_eval_core(eval_core_dir).skills
+    routes = Router(skills, "hybrid").route("combine two PDF documents into one file", top_k=3)
+    assert routes[0].skill_id == "pdf" and len({r.skill_id for r in routes}) == 3
+    assert 2 / 61 >= routes[0].score >= routes[1].score >= routes[2].score > 0  # RRF scores, k=60
+    assert get_system("hybrid:minilm").name == "hybrid" and get_system("hybrid:finetuned").name == "hybrid:finetuned"
+    assert get_system("hybrid:finetuned+reranker").name == "hybrid:finetuned+reranker"
+    with pytest.raises(ValueError, match="hybrid fuses a dense system"):
+        get_system("hybrid:bm25")

@@ -78,6 +78,11 @@ def test_two_row_head_equals_the_full_vocabulary_difference(qwen_reranker):
     torch.testing.assert_close(ours, (full[:, yes] - full[:, no]).float(), atol=1e-5, rtol=1e-5)
     alone = torch.cat([qwen_reranker.score("merge my pdfs", [s]) for s in SKILLS])
     torch.testing.assert_close(qwen_reranker.score("merge my pdfs", SKILLS), alone, atol=1e-5, rtol=1e-5)
+    # several requests in one pass (a serving replica's batch) score as they would alone
+    batched = qwen_reranker.score_batch([("merge my pdfs", SKILLS), ("q", SKILLS[1:]), ("none", [])])
+    assert [len(t) for t in batched] == [2, 1, 0]
+    torch.testing.assert_close(batched[0], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[1], qwen_reranker.score("q", SKILLS[1:]), atol=1e-5, rtol=1e-5)
 
 
 def test_minilm_cross_encoder_scores_pairs():

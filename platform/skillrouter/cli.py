@@ -1,5 +1,5 @@
-"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, mine, index, pipeline,
-systems.
+"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, mine, index, serve,
+pipeline, systems.
 
 Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
 `skillrouter pipeline --config configs/minilm.yaml eval.top_k=20 corpus.strict=true`.
@@ -162,6 +162,41 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    from skillrouter.serving.app import serve_and_route, start, stop
+
+    config = _config(args)
+    if args.host:
+        config.serving.host = args.host
+    if args.port is not None:
+        config.serving.port = args.port
+    if args.smoke:
+        queries = config.examples or ["merge these PDF files into one"]
+        for query, answer in zip(queries, serve_and_route(config, queries, top_k=args.top_k, port=args.port or 0)):
+            t = answer["timings_ms"]
+            print(f"\n> {query}\n  first stage {answer['first_stage']}, reranked {answer['reranked']}, "
+                  f"{t['total']:.0f} ms in the server (embed {t['embed']:.0f}, search {t['search']:.0f}, "
+                  f"rerank {t['rerank']:.0f}), {answer['client_ms']:.0f} ms at the client")
+            for r in answer["results"]:
+                rerank = "" if r["rerank_score"] is None else f"  rerank {r['rerank_score']:7.3f}"
+                print(f"  {r['rank']:>2}. {r['skill_id']:<50} first {r['retrieval_score']:7.3f}{rerank}")
+        print("\nserve: stopped")
+        return 0
+    url = start(config)
+    print(f"skillrouter is serving at {url} (API: {url}/docs, schema: {url}/openapi.json); Ctrl-C stops it",
+          flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("serve: stopping")
+    finally:
+        stop()
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from skillrouter.pipeline import run_pipeline
 
@@ -237,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "or describe it")
     p.add_argument("action", choices=["build", "sync", "info"])
     p.add_argument("--corpus", help="skills (default: the run directory's corpus, else corpus.sources)")
+
+    p = add("serve", cmd_serve, "serve the HTTP API with Ray Serve on this machine (Ctrl-C stops it)")
+    p.add_argument("--host", help="address to listen on (default: serving.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: serving.port, 8000; 0: any free port)")
+    p.add_argument("--smoke", action="store_true", help="route the profile's example requests over HTTP, print the "
+                                                        "answers and stop")
+    p.add_argument("--top-k", type=int, default=3, help="skills per answer with --smoke")
 
     add("pipeline", cmd_pipeline, "run the main job from a profile")
     add("systems", cmd_systems, "list the named retrieval systems")

@@ -189,6 +189,70 @@ class IndexConfig(_Section):
                                                                      "large collections on a server")
 
 
+class AutoscalingConfig(_Section):
+    """Ray Serve's `autoscaling_config` for one deployment (replicas follow the requests each one holds)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0, description="requests per replica the autoscaler aims at")
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+
+
+class DeploymentConfig(_Section):
+    """How one Serve deployment runs: replicas (fixed, or autoscaled), admission, resources. A Serve config file
+    (`serve/*.yaml`) may override any of these per deployment."""
+
+    num_replicas: int = Field(1, ge=1, description="fixed replica count, used when autoscaling is unset")
+    autoscaling: AutoscalingConfig | None = None
+    max_ongoing_requests: int = Field(32, ge=1, description="requests one replica works on at once")
+    max_queued_requests: int = Field(64, ge=-1, description="requests waiting for a replica, beyond which "
+                                     "callers get a back-pressure error (answered 503); -1: unbounded")
+    num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica (a scheduling figure)")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per replica; default: 1 for the model "
+                                   "deployments when the cluster has GPUs, else 0")
+
+
+class ServingConfig(_Section):
+    """The Ray Serve application: ingress -> retriever (encoder + Milvus, BM25 or both) -> reranker."""
+
+    host: str = Field("127.0.0.1", description="HTTP address of Serve's proxy")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
+    first_stage: Literal["dense", "bm25", "hybrid"] = Field(
+        "hybrid", description="default first stage: encoder + Milvus, BM25 over the full text, or their "
+                              "reciprocal rank fusion; a request may choose another")
+    rerank: bool = Field(True, description="deploy the reranker stage (when a reranker model is available)")
+    encoder: str | None = Field(None, description="encoder for index builds started by the server; default: the "
+                                "run's trained encoder when exported, else index.encoder. Queries are always "
+                                "embedded with the encoder the live index was built with")
+    reranker: str | None = Field(None, description="cross-encoder; default: the run's trained reranker when "
+                                 "exported, else none (first stage only)")
+    fusion_depth: int = Field(100, ge=1, le=1000, description="candidates each first stage gives the fusion")
+    rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    max_in_flight: int = Field(64, ge=1, description="route requests one ingress replica works on; more are "
+                               "answered 503 with Retry-After")
+    retry_after_s: int = Field(1, ge=1, description="the Retry-After of a 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="a route request waiting longer is answered 503")
+    admin_timeout_s: float = Field(900.0, gt=0, description="longest wait for an index change")
+    admin_token_env: str = Field("SKILLROUTER_ADMIN_TOKEN", description="environment variable holding the "
+                                 "bearer token of POST /v1/index (read by the ingress replicas)")
+    admin_token: str | None = Field(None, description="the token, when the variable is unset (prefer the "
+                                    "variable: a profile is not a secret store)")
+    retrieve_batch_size: int = Field(16, ge=1, description="requests per retriever batch (@serve.batch)")
+    rerank_batch_pairs: int = Field(64, ge=1, description="query-skill pairs per reranker batch")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    reload_wait_s: float = Field(5.0, ge=0, description="how long a request waits for its replica to load a "
+                                 "new index generation before it is answered from the previous one")
+    ingress: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(
+        max_ongoing_requests=256, max_queued_requests=512, num_cpus=0.1))
+    retriever: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(
+        max_ongoing_requests=64, max_queued_requests=128, num_cpus=0.5))
+    reranker_deployment: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(
+        max_ongoing_requests=64, max_queued_requests=128, num_cpus=0.5))
+    admin: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(
+        max_ongoing_requests=1, max_queued_requests=8, num_cpus=0.1))
+
+
 class PipelineConfig(_Section):
     """A whole profile: one file in `configs/` drives every stage."""
 
@@ -202,6 +266,7 @@ class PipelineConfig(_Section):
     reranker: RerankerTrainConfig = Field(default_factory=RerankerTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     examples: list[str] = Field(default_factory=list, description="requests the main job answers as a demo")
     seed: int = 0
 

@@ -2,7 +2,9 @@
 
 A system turns a list of skills into a `Retriever`: `search(queries, k) -> (indices, scores)`, indices into that
 list, best first. Fixed names: `bm25`, `bm25-nd`, `minilm` (the bundled encoder, zero-shot), `finetuned` (the
-encoder trained by the profile's run). `dense:MODEL` is a bi-encoder from a Hugging Face id or a local path.
+encoder trained by the profile's run), `hybrid` (reciprocal rank fusion of `minilm` and `bm25`). `dense:MODEL` is a
+bi-encoder from a Hugging Face id or a local path; `hybrid:SYSTEM` fuses any dense system with `bm25`
+(`hybrid:finetuned`, `hybrid:dense:MODEL`).
 
 Any of them followed by `+reranker` (the profile's trained reranker) or `+rerank:MODEL` is retrieve-then-rerank:
 the first stage's top `routing.retrieve_k` (20, as in the paper) are rescored by the cross-encoder over the full
@@ -11,15 +13,20 @@ skill text; the rest of the first stage's ranking follows them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill
 from skillrouter.mining.bm25 import BM25Index, top_k
+
+RRF_K = 60  # Cormack et al. (2009): the constant that damps the weight of the very first ranks
+FUSION_DEPTH = 100  # candidates each fused system contributes
+
+Item = TypeVar("Item", bound=Hashable)
 
 
 class Retriever(Protocol):
@@ -75,6 +82,34 @@ def _finetuned(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
     return DenseRetriever(skills, trained_model(config, "encoder"), config.encoder.max_length)
 
 
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Item]], k: int = RRF_K) -> list[tuple[Item, float]]:
+    """Fuse rankings (items best first) by reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank),
+    ranks from 1 (Cormack, Clarke and Buettcher, SIGIR 2009). Only ranks count, so scores on different scales
+    (cosine, BM25) need no calibration. Ties go to the item met first reading the rankings rank by rank."""
+    scores: dict[Item, float] = {}
+    for depth in range(max((len(r) for r in rankings), default=0)):
+        for ranking in rankings:
+            if depth < len(ranking):
+                item = ranking[depth]
+                scores[item] = scores.get(item, 0.0) + 1.0 / (k + depth + 1)
+    return sorted(scores.items(), key=lambda kv: -kv[1])  # stable: first met wins a tie
+
+
+class HybridRetriever:
+    """Reciprocal rank fusion of several first stages (a dense encoder and BM25): each contributes its top
+    `depth`, and the fused order is cut to k."""
+
+    def __init__(self, retrievers: Sequence[Retriever], depth: int = FUSION_DEPTH, k: int = RRF_K):
+        self.retrievers, self.depth, self.k = list(retrievers), depth, k
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        rankings = [r.search(queries, max(k, self.depth))[0] for r in self.retrievers]
+        # each row holds min(k, corpus size) items: every ranking alone has at least that many
+        fused = [reciprocal_rank_fusion([list(r[q]) for r in rankings], self.k)[:k] for q in range(len(queries))]
+        return (np.array([[i for i, _ in f] for f in fused], dtype=np.int64),
+                np.array([[s for _, s in f] for f in fused], dtype=np.float64))
+
+
 class RerankRetriever:
     """A first stage's top `retrieve_k` rescored by a cross-encoder; the first stage's order after them."""
 
@@ -87,9 +122,10 @@ class RerankRetriever:
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         indices, first_scores = self.first.search(queries, max(k, self.retrieve_k))
         out_idx, out_scores = [], []
-        for query, idx in zip(queries, indices):
-            head = idx[: self.retrieve_k]
-            scores = self.reranker.score(query, [self.skills[i] for i in head]).numpy()
+        heads = [idx[: self.retrieve_k] for idx in indices]
+        scored = self.reranker.score_batch([(q, [self.skills[i] for i in head]) for q, head in zip(queries, heads)])
+        for idx, head, scores in zip(indices, heads, scored):
+            scores = scores.numpy()
             order = np.argsort(-scores, kind="stable")
             tail = idx[self.retrieve_k:k]
             # the tail keeps its first-stage order below every reranked score
@@ -109,6 +145,13 @@ def _reranked(first: System, model: str | None) -> System:
                   f"{first.description}, top-k reranked by {what}", build)
 
 
+def _hybrid(dense: System) -> System:
+    def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
+        return HybridRetriever([dense.build(skills, config), SYSTEMS["bm25"].build(skills, config)])
+    return System(f"hybrid:{dense.name}" if dense.name != "minilm" else "hybrid",
+                  f"reciprocal rank fusion (k={RRF_K}) of {dense.name} and bm25, top {FUSION_DEPTH} of each", build)
+
+
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in [
@@ -119,6 +162,7 @@ SYSTEMS: dict[str, System] = {
         System("finetuned", "the encoder fine-tuned by this profile's run (encoder.output_dir)", _finetuned),
     ]
 }
+SYSTEMS["hybrid"] = _hybrid(SYSTEMS["minilm"])
 
 
 def get_system(name: str) -> System:
@@ -129,6 +173,11 @@ def get_system(name: str) -> System:
         if second.startswith("rerank:") and len(second) > len("rerank:"):
             return _reranked(get_system(first), second.removeprefix("rerank:"))
         raise ValueError(f"unknown second stage '{second}' in '{name}': use +reranker or +rerank:MODEL")
+    if name.startswith("hybrid:") and len(name) > len("hybrid:"):
+        dense = get_system(name.removeprefix("hybrid:"))
+        if dense.name in ("bm25", "bm25-nd") or dense.name.startswith("hybrid"):
+            raise ValueError(f"'{name}': hybrid fuses a dense system (minilm, finetuned, dense:MODEL) with bm25")
+        return _hybrid(dense)
     if name.startswith("dense:") and len(name) > len("dense:"):
         model = name.removeprefix("dense:")
         return System(name, f"bi-encoder {model}", _dense(model))
@@ -136,4 +185,4 @@ def get_system(name: str) -> System:
         return SYSTEMS[name]
     except KeyError:
         raise ValueError(f"unknown system '{name}'; available: {', '.join(sorted(SYSTEMS))}, "
-                         f"or dense:MODEL; any of them +reranker or +rerank:MODEL") from None
+                         f"or dense:MODEL, or hybrid:DENSE; any of them +reranker or +rerank:MODEL") from None

@@ -125,6 +125,16 @@ def ingest(sources: list[str], out_dir: str | Path, config: CorpusConfig | None 
     return summary
 
 
+def write_skills(skills: Iterable[Skill], path: str | Path) -> Path:
+    """Write skills as an ingested table, replacing `path` in one step: a reader sees the old table or the new."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist([s.to_row() for s in skills], schema=SKILL_SCHEMA), tmp,
+                   compression="zstd")
+    tmp.replace(path)
+    return path
+
+
 def read_skills(path: str | Path, max_chars: int | None = None) -> list[Skill]:
     """All valid skills of a source (an ingested table or any raw layout), in order, duplicates dropped."""
     cap = max_chars or CorpusConfig().max_skill_chars

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +72,17 @@ def embed_texts(texts: Sequence[str], spec: EncoderSpec, *, actors: int = 1, bat
 
 def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Path, *, actors: int = 1,
                  batch_size: int = 64, max_batch_tokens: int | None = None, compile: bool = False,
-                 log=print) -> np.ndarray:
-    """The corpus matrix (one unit row per skill, in order), from the cache when the model and corpus match."""
+                 embed: Callable[[list[str]], np.ndarray] | None = None, log=print) -> np.ndarray:
+    """The corpus matrix (one unit row per skill, in order), from the cache when the model and corpus match.
+    `embed` (texts -> rows, an encoder already loaded for `spec`) replaces the Ray Data pool, e.g. in a serving
+    replica that must not start actors of its own."""
     path = cache_path(cache_dir, spec, skills)
     if path.exists():
         log(f"corpus embeddings: cached {path}")
         return np.load(path)
-    emb = embed_texts([Encoder.format_skill(s) for s in skills], spec, actors=actors, batch_size=batch_size,
-                      max_batch_tokens=max_batch_tokens, compile=compile)
+    texts = [Encoder.format_skill(s) for s in skills]
+    emb = embed(texts) if embed else embed_texts(texts, spec, actors=actors, batch_size=batch_size,
+                                                 max_batch_tokens=max_batch_tokens, compile=compile)
     save_embeddings(emb, path, spec, skills)
     log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} -> {path}")
     return emb

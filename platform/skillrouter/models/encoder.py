@@ -31,6 +31,12 @@ class EncoderSpec:
     def cache_key(self) -> str:
         return f"{self.model}|{self.max_length}|{self.task}|{self.query_max_chars}"
 
+    @classmethod
+    def from_cache_key(cls, key: str) -> EncoderSpec:
+        """The spec a cache key (or an index's recorded encoder) was made from."""
+        model, max_length, *task, query_max_chars = key.split("|")
+        return cls(model, int(max_length), "|".join(task), int(query_max_chars))
+
 
 def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The hidden state of each sequence's last real token, whichever side the padding is on."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from skillrouter.corpus.skill import Skill
-from skillrouter.models.encoder import last_token_pool
+from skillrouter.models.encoder import last_token_pool, length_batches
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
@@ -122,8 +122,17 @@ class Reranker(RerankerInputs):
             logits = logits + self.model.lm_head.bias[self.yes_no.to(self.device)]
         return (logits[:, 0] - logits[:, 1]).float()
 
-    @torch.inference_mode()
     def score(self, query: str, skills: Sequence[Skill], batch_size: int = 16) -> torch.Tensor:
-        pairs = [self.format_pair(query, s) for s in skills]
-        return torch.cat([self.forward(self.tokenize(pairs[i:i + batch_size]))
-                          for i in range(0, len(pairs), batch_size)]).cpu()
+        return self.score_batch([(query, skills)], batch_size)[0]
+
+    @torch.inference_mode()
+    def score_batch(self, items: Sequence[tuple[str, Sequence[Skill]]], batch_size: int = 16) -> list[torch.Tensor]:
+        """One score tensor per (query, skills) item. The pairs of all items go through the model together in
+        length-sorted batches (little padding): a serving replica scores several requests in one pass."""
+        pairs = [self.format_pair(query, s) for query, skills in items for s in skills]
+        out = torch.empty(len(pairs))
+        if pairs:
+            ids = self.pair_ids(pairs)
+            for idx in length_batches([len(x) for x in ids], batch_size):
+                out[torch.from_numpy(idx)] = self.forward(self.pad([ids[i] for i in idx])).cpu()
+        return list(torch.split(out, [len(skills) for _, skills in items]))

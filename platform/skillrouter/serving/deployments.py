@@ -1,0 +1,457 @@
+"""The Serve deployments: `Ingress` (the FastAPI HTTP API) -> `Retriever` (first stage) -> `Reranker`, and
+`IndexAdmin` for index changes. Each scales on its own; the work itself is `stages`' and `admin`'s plain Python.
+
+Admission control: an ingress replica works on at most `serving.max_in_flight` route requests and answers the
+rest 503 with `Retry-After` at once; the deployments behind it have bounded queues (`max_queued_requests`), and a
+full queue is answered the same way. Nothing queues without bound.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see the endpoints' annotations as objects (Serve's
+# class-based ingress rebuilds the methods, and string annotations would no longer resolve).
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.serve.exceptions import BackPressureError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from skillrouter import __version__
+from skillrouter.config import PipelineConfig
+from skillrouter.index.store import SkillIndexError
+from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
+from skillrouter.serving.generations import Generations
+from skillrouter.serving.metrics import replica_metrics
+from skillrouter.serving.schemas import (
+    MAX_ADMIN_BODY_BYTES,
+    MAX_ROUTE_BODY_BYTES,
+    ErrorResponse,
+    Health,
+    IndexRequest,
+    IndexResponse,
+    Ready,
+    RoutedSkill,
+    RouteRequest,
+    RouteResponse,
+    SkillOut,
+    Timings,
+)
+from skillrouter.serving.stages import Catalogue, FirstStage, RetrieveQuery, close_replica, load_first_stage
+
+logger = logging.getLogger("ray.serve")  # Serve's replica logger: records carry the request id
+
+REQUEST_ID_HEADER = "x-request-id"  # set by Serve's proxy (the client's own, or a new one) and echoed back
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in [
+        (400, "malformed JSON, or an option this server cannot honour"),
+        (413, "request body too large"),
+        (422, "invalid request: the detail lists each problem"),
+        (503, "overloaded or unavailable: retry after the Retry-After header's seconds"),
+    ]
+}
+
+api = FastAPI(
+    title="skillrouter", version=__version__,
+    description="Route a user's request to the agent skills that serve it: a first stage (dense encoder + Milvus, "
+                "BM25, or their reciprocal rank fusion) and a cross-encoder reranker over the full skill text.")
+
+
+def request_id(request: Request) -> str:
+    return request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+
+
+def _error(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "request_id": request_id(request)}, status, headers=headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        return _error(request, 400, f"malformed JSON: {bad_json.get('ctx', {}).get('error', bad_json['msg'])}")
+    # no `input` echoed back: it may be a 60 KB query
+    return _error(request, 422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors])
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(request, exc.status_code, exc.detail, exc.headers)
+
+
+@api.exception_handler(Exception)
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("internal error")
+    return _error(request, 500, "internal error; the server's log has the details under this request id")
+
+
+class BodyLimit:
+    """Refuse bodies over the endpoint's limit with 413 before anything parses them: a declared length is
+    checked at once, a chunked body is read up to the limit and replayed."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        limit = MAX_ADMIN_BODY_BYTES if scope["path"].startswith("/v1/index") else MAX_ROUTE_BODY_BYTES
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return await self._refuse(scope, receive, send, 400, "invalid Content-Length")
+            if int(declared) > limit:
+                return await self._refuse(scope, receive, send, 413, f"request body over {limit:,} bytes")
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return await self._refuse(scope, receive, send, 413, f"request body over {limit:,} bytes")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, detail: str):
+        await _error(Request(scope), status, detail)(scope, receive, send)
+
+
+class AccessLog:
+    """One structured log line, a request counter and a latency observation per HTTP request (4xx and 413s
+    included), labelled by route template so that ids in paths do not multiply the series."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            ms = (time.perf_counter() - started) * 1000
+            fields = scope.get("state", {}).get("log_fields", {})
+            metrics = replica_metrics()
+            metrics.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
+            logger.info(f"{scope['method']} {endpoint} {status} {ms:.1f} ms"
+                        + "".join(f" {k}={v}" for k, v in fields.items()),
+                        extra={"event": "http", "endpoint": endpoint, "status": status,
+                               "latency_ms": round(ms, 2), **fields})
+
+
+api.add_middleware(BodyLimit)
+api.add_middleware(AccessLog)  # added last: outermost, so it sees the 413s too
+
+bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
+                    description="$SKILLROUTER_ADMIN_TOKEN (serving.admin_token_env), or serving.admin_token")
+
+
+class _AdminToken:
+    value: str | None = None  # set by the Ingress replica of this process
+
+
+def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """401 without a bearer token, 403 with a wrong one (or when no token is configured: the API is off)."""
+    if credentials is None:
+        raise HTTPException(401, "admin API: send 'Authorization: Bearer <token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    token = _AdminToken.value
+    if token is None:
+        raise HTTPException(403, "the admin API is disabled: no token is configured (serving.admin_token_env)")
+    if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise HTTPException(403, "admin API: wrong token")
+
+
+def _overload(detail: str, retry_after_s: int) -> HTTPException:
+    return HTTPException(503, f"{detail}; retry after {retry_after_s} s", headers={"Retry-After": str(retry_after_s)})
+
+
+def plan_route(body: RouteRequest, default_first_stage: str, has_reranker: bool,
+               retrieve_k: int) -> tuple[RetrieveQuery, bool]:
+    """The first-stage query and whether to rerank: reranking asks the first stage for `retrieve_k` candidates
+    (the paper's 20) or `top_k`, whichever is more."""
+    rerank = has_reranker if body.rerank is None else body.rerank
+    if rerank and not has_reranker:
+        raise HTTPException(400, "this server runs no reranker (serving.reranker, or train one): "
+                                 "send rerank=false or leave it out")
+    filters = body.filters
+    return RetrieveQuery(body.query, max(body.top_k, retrieve_k) if rerank else body.top_k,
+                         body.first_stage or default_first_stage, filters.category if filters else None,
+                         filters.source if filters else None), rerank
+
+
+def rerank_order(hits: list[tuple], scores: dict[str, float], retrieve_k: int) -> list[tuple]:
+    """The reranked head (best score first), then head candidates the reranker could not score, then the
+    first stage's tail in its own order (the evaluation's `RerankRetriever` orders the same way)."""
+    if not scores:
+        return list(hits)
+    head, tail = hits[:retrieve_k], hits[retrieve_k:]
+    scored = sorted((h for h in head if h[0] in scores), key=lambda h: -scores[h[0]])
+    return scored + [h for h in head if h[0] not in scores] + tail
+
+
+def _pairs(items: list[tuple[str, list[str]]]) -> int:
+    """A reranker batch's size: its query-skill pairs, the unit of the model's work."""
+    return sum(len(ids) for _, ids in items)
+
+
+# Serve ships the deployment classes below by value, with the module globals they use as they are when the class is
+# decorated: every helper they call is defined above this line.
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    """HTTP API: validation, admission control, the retriever -> reranker calls, the ranked answer."""
+
+    def __init__(self, retriever, reranker, admin, config: PipelineConfig, reranker_name: str | None):
+        self.retriever, self.admin = retriever, admin
+        self.reranker = reranker if reranker_name else None
+        self.cfg, self.retrieve_k, self.reranker_name = config.serving, config.routing.retrieve_k, reranker_name
+        _AdminToken.value = os.environ.get(self.cfg.admin_token_env) or self.cfg.admin_token
+        self.in_flight = 0
+        self.metrics = replica_metrics()
+
+    async def _call(self, response, stage: str, timeout_s: float | None = None):
+        """Await a downstream deployment; a full queue, a time-out or a lost replica become 503."""
+        retry = self.cfg.retry_after_s
+        try:
+            return await asyncio.wait_for(response, timeout_s or self.cfg.request_timeout_s)
+        except BackPressureError:
+            self.metrics.rejected.inc(tags={"reason": f"{stage}_queue_full"})
+            raise _overload(f"the {stage} queue is full", retry) from None
+        except asyncio.TimeoutError:
+            response.cancel()
+            self.metrics.rejected.inc(tags={"reason": f"{stage}_timeout"})
+            raise _overload(f"the {stage} did not answer within {timeout_s or self.cfg.request_timeout_s} s",
+                            retry) from None
+        except (ActorDiedError, ActorUnavailableError):
+            self.metrics.rejected.inc(tags={"reason": f"{stage}_unavailable"})
+            raise _overload(f"a {stage} replica is unavailable", retry) from None
+
+    @api.post("/v1/route", response_model=RouteResponse, responses=ERRORS,
+              summary="rank the skills that serve a request")
+    async def route(self, body: RouteRequest, request: Request) -> RouteResponse:
+        if self.in_flight >= self.cfg.max_in_flight:
+            self.metrics.rejected.inc(tags={"reason": "in_flight"})
+            raise _overload(f"{self.in_flight} requests in flight (serving.max_in_flight)", self.cfg.retry_after_s)
+        self.in_flight += 1
+        try:
+            return await self._route(body, request, time.perf_counter())
+        finally:
+            self.in_flight -= 1
+
+    async def _route(self, body: RouteRequest, request: Request, started: float) -> RouteResponse:
+        query, rerank = plan_route(body, self.cfg.first_stage, self.reranker is not None, self.retrieve_k)
+        first = query.first_stage
+        retrieved = await self._call(self.retriever.retrieve.remote(query), "retriever")
+        hits, scores, rerank_ms = retrieved["hits"], {}, 0.0
+        if rerank and hits:
+            head = [h[0] for h in hits[: self.retrieve_k]]
+            reranked = await self._call(self.reranker.rerank.remote(body.query, head), "reranker")
+            scores, rerank_ms = reranked["scores"], reranked["rerank_ms"]
+        ordered = rerank_order(hits, scores, self.retrieve_k)[: body.top_k]
+        total_ms = (time.perf_counter() - started) * 1000
+        self.metrics.stage("total", total_ms, first)
+        request.state.log_fields = {"first_stage": first, "top_k": body.top_k, "reranked": bool(rerank),
+                                    "results": len(ordered), "generation": retrieved["generation"]}
+        return RouteResponse(
+            request_id=request_id(request), first_stage=first, reranked=bool(rerank),
+            index_generation=retrieved["generation"],
+            results=[RoutedSkill(rank=r, skill_id=h[0], retrieval_score=h[1], name=h[2], description=h[3],
+                                 category=h[4], rerank_score=scores.get(h[0])) for r, h in enumerate(ordered, 1)],
+            timings_ms=Timings(embed=round(retrieved["embed_ms"], 3), search=round(retrieved["search_ms"], 3),
+                               rerank=round(rerank_ms, 3), total=round(total_ms, 3)))
+
+    @api.get("/v1/skills/{skill_id:path}", response_model=SkillOut, responses={404: {"model": ErrorResponse}},
+             summary="one skill, full text")
+    async def skill(self, skill_id: str) -> dict:
+        found = await self._call(self.retriever.get_skill.remote(skill_id), "retriever")
+        if found is None:
+            raise HTTPException(404, f"no skill with id {skill_id!r}")
+        return found
+
+    @api.get("/healthz", response_model=Health, summary="liveness: the ingress answers")
+    async def healthz(self) -> Health:
+        return Health(status="ok")
+
+    @api.get("/readyz", response_model=Ready, responses={503: {"model": Ready}},
+             summary="readiness: the retriever (and reranker) answer")
+    async def readyz(self):
+        try:
+            calls = [self.retriever.ready.remote()] + ([self.reranker.ready.remote()] if self.reranker else [])
+            answers = await asyncio.wait_for(asyncio.gather(*calls), 10.0)
+        except Exception as err:  # noqa: BLE001 - any failure means not ready; the reason is reported
+            return JSONResponse(Ready(status="not ready", detail=f"{type(err).__name__}: {err}"[:500]).model_dump(),
+                                503, headers={"Retry-After": str(self.cfg.retry_after_s)})
+        return Ready(status="ready", reranker=self.reranker_name, first_stage=self.cfg.first_stage, **answers[0])
+
+    @api.post("/v1/index", response_model=IndexResponse, dependencies=[Depends(require_admin)],
+              responses={**ERRORS, 401: {"model": ErrorResponse, "description": "no bearer token"},
+                         403: {"model": ErrorResponse, "description": "wrong token, or the admin API is off"}},
+              summary="admin: upsert or delete skills, or rebuild the index (bearer token)")
+    async def index(self, body: IndexRequest, request: Request) -> IndexResponse:
+        out = await self._call(self.admin.apply.remote(body.model_dump()), "index admin", self.cfg.admin_timeout_s)
+        if "error" in out:
+            raise HTTPException(out["status"], out["error"])
+        request.state.log_fields = {"action": out["action"], "generation": out["generation"]}
+        return IndexResponse(request_id=request_id(request), **out)
+
+
+@serve.deployment(name="Retriever")
+class Retriever:
+    """The first stage over this replica's view of the index (a private Lite copy, or the server), reloaded when
+    a new generation is published; requests are batched (`@serve.batch`)."""
+
+    def __init__(self, config: PipelineConfig):
+        self.metrics = replica_metrics()
+        self.state: Generations[FirstStage] = Generations(
+            generation_path(config), lambda previous: load_first_stage(config, previous),
+            close=lambda stage: close_replica(stage.index), wait_s=config.serving.reload_wait_s,
+            on_load=self._loaded)
+        self._batch.set_max_batch_size(config.serving.retrieve_batch_size)
+        self._batch.set_batch_wait_timeout_s(config.serving.batch_wait_ms / 1000)
+
+    def __del__(self):
+        # Serve calls this on a graceful shutdown: the replica's Lite copy goes with it
+        if getattr(self, "state", None) is not None:
+            close_replica(self.state.current.index)
+
+    def _loaded(self, generation: int, ok: bool) -> None:
+        self.metrics.reloads.inc(tags={"component": "retriever", "outcome": "ok" if ok else "failed"})
+        if ok:
+            self.metrics.generation.set(generation, tags={"component": "retriever"})
+
+    async def retrieve(self, query: RetrieveQuery) -> dict:
+        return await self._batch(query)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _batch(self, queries: list[RetrieveQuery]) -> list[dict]:
+        async with self.state.use() as (stage, generation):
+            answers = await asyncio.to_thread(stage.search, queries)
+            skills = [[stage.catalogue.get(s) for s, _ in a.hits] for a in answers]
+        self.metrics.batch_size.observe(len(queries), tags={"stage": "retrieve"})
+        out = []
+        for query, answer, found in zip(queries, answers, skills):
+            if query.first_stage != "bm25":
+                self.metrics.stage("embed", answer.embed_ms, query.first_stage)
+            self.metrics.stage("search", answer.search_ms, query.first_stage)
+            out.append({"generation": generation, "embed_ms": answer.embed_ms if query.first_stage != "bm25" else 0.0,
+                        "search_ms": answer.search_ms,
+                        "hits": [(s.id, score, s.name, s.description, s.category)
+                                 for (_, score), s in zip(answer.hits, found) if s is not None]})
+        return out
+
+    async def get_skill(self, skill_id: str) -> dict | None:
+        async with self.state.use() as (stage, _):
+            skill = stage.catalogue.get(skill_id)
+        return None if skill is None else {**skill.to_row(), "metadata": skill.metadata}
+
+    async def ready(self) -> dict:
+        async with self.state.use() as (stage, generation):
+            return {"generation": generation, "skills": len(stage.catalogue),
+                    "index": stage.collection or stage.index.live(), "encoder": stage.encoder.spec.model}
+
+
+@serve.deployment(name="Reranker")
+class RerankerDeployment:
+    """The cross-encoder over the full skill text; the pairs of several requests are scored in one pass
+    (`@serve.batch`, sized in pairs). Skill texts come from the corpus of the current generation.
+
+    Without a model (none trained, none configured, or `serving.rerank: false`) the deployment still exists, idle,
+    so that the application has the same deployments whatever the profile and Serve config files always apply."""
+
+    def __init__(self, config: PipelineConfig, model: str | None):
+        from skillrouter.models.reranker import Reranker, RerankerSpec
+
+        self.metrics = replica_metrics()
+        self.name = model
+        if model is None:
+            return
+        self.model = Reranker.load(RerankerSpec(model=model, max_length=config.reranker.max_length))
+        self.catalogue: Generations[Catalogue] = Generations(
+            generation_path(config), lambda previous: Catalogue.load(config), wait_s=config.serving.reload_wait_s)
+        # one request's pairs (up to routing.retrieve_k) must fit in a batch
+        self._batch.set_max_batch_size(max(config.serving.rerank_batch_pairs, config.routing.retrieve_k))
+        self._batch.set_batch_wait_timeout_s(config.serving.batch_wait_ms / 1000)
+
+    async def rerank(self, query: str, skill_ids: list[str]) -> dict:
+        return await self._batch((query, skill_ids))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_pairs)
+    async def _batch(self, items: list[tuple[str, list[str]]]) -> list[dict]:
+        async with self.catalogue.use() as (catalogue, _):
+            skills = [[s for s in map(catalogue.get, ids) if s is not None] for _, ids in items]
+        started = time.perf_counter()
+        scores = await asyncio.to_thread(self.model.score_batch, [(q, s) for (q, _), s in zip(items, skills)])
+        ms = (time.perf_counter() - started) * 1000
+        self.metrics.batch_size.observe(sum(len(s) for s in skills), tags={"stage": "rerank"})
+        self.metrics.stage("rerank", ms)
+        return [{"scores": {s.id: float(x) for s, x in zip(row, t.tolist())}, "rerank_ms": ms}
+                for row, t in zip(skills, scores)]
+
+    async def ready(self) -> dict:
+        if self.name is None:
+            return {"model": None}
+        async with self.catalogue.use() as (catalogue, generation):
+            return {"model": self.name, "generation": generation, "skills": len(catalogue)}
+
+
+@serve.deployment(name="IndexAdmin")
+class IndexAdmin:
+    """Index changes, one at a time (one replica): the corpus table, then the index, then a new generation."""
+
+    def __init__(self, config: PipelineConfig):
+        self.writer = IndexWriter(config, log=logger.info)
+        self.lock = asyncio.Lock()
+
+    async def apply(self, request: dict) -> dict:
+        action = request["action"]
+        async with self.lock:
+            try:
+                if action == "upsert":
+                    out = await asyncio.to_thread(self.writer.upsert, request["skills"])
+                elif action == "delete":
+                    out = await asyncio.to_thread(self.writer.delete, request["ids"])
+                else:
+                    out = await asyncio.to_thread(self.writer.rebuild)
+            except AdminError as err:
+                return {"error": str(err), "status": 422}
+            except SkillIndexError as err:
+                logger.exception("index %s failed", action)
+                return {"error": f"index {action} failed: {err}", "status": 500}
+        logger.info(f"index {action}: " + json.dumps(out))
+        return out
