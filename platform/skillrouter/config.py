@@ -270,6 +270,16 @@ class PipelineConfig(_Section):
     examples: list[str] = Field(default_factory=list, description="requests the main job answers as a demo")
     seed: int = 0
 
+    def train(self, kind: str) -> TrainConfig:
+        """The training section of `kind` ('encoder' or 'reranker')."""
+        if kind not in ("encoder", "reranker"):
+            raise ValueError(f"unknown model kind '{kind}': encoder or reranker")
+        return self.encoder if kind == "encoder" else self.reranker
+
+    def model_dir(self, kind: str) -> Path:
+        """Where the `kind` training job exports its model: `<kind>.output_dir`, else run_dir/models/<kind>."""
+        return Path(self.train(kind).output_dir or Path(self.run_dir) / "models" / kind)
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and the key."""

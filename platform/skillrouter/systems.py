@@ -69,10 +69,7 @@ def _dense(model: str) -> Callable[[Sequence[Skill], PipelineConfig], Retriever]
 
 def trained_model(config: PipelineConfig, kind: str) -> str:
     """The export of this profile's `kind` training job; a clear error when it has not run."""
-    from pathlib import Path
-
-    section = config.encoder if kind == "encoder" else config.reranker
-    path = Path(section.output_dir or Path(config.run_dir) / "models" / kind)
+    path = config.model_dir(kind)
     if not (path / "config.json").exists():
         raise ValueError(f"no trained {kind} at {path}: run `skillrouter train {kind} --config ...` first")
     return str(path)

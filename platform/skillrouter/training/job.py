@@ -29,12 +29,6 @@ from skillrouter.training.modules import EXPORT_INFO
 KINDS = ("encoder", "reranker")
 
 
-def train_section(config: PipelineConfig, kind: str) -> TrainConfig:
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind '{kind}': {' or '.join(KINDS)}")
-    return config.encoder if kind == "encoder" else config.reranker
-
-
 def resolve_deepspeed(path: str | Path, t: TrainConfig, use_gpu: bool) -> dict:
     """The DeepSpeed JSON of `path` with its "auto" values filled from the training section."""
     try:
@@ -122,24 +116,24 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     from skillrouter.models.reranker import RerankerSpec
     from skillrouter.training.loop import train_func
 
-    t = train_section(config, kind)
+    t = config.train(kind)
     run_dir = Path(config.run_dir)
-    out_dir = Path(t.output_dir or run_dir / "models" / kind).resolve()
+    out_dir = config.model_dir(kind).resolve()
     storage = t.storage_path or str((run_dir / "train").resolve())
     groups = sample_groups(groups, t.max_groups, config.seed)
     fp = fingerprint(kind, t, groups, skills, config.seed)
     info_path = out_dir / EXPORT_INFO
-    if info_path.exists() and json.loads(info_path.read_text()).get("fingerprint") == fp:
-        summary = json.loads(info_path.read_text())
+    summary = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if summary.get("fingerprint") == fp:
         log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); delete it to train again")
         return {**summary, "output_dir": str(out_dir), "skipped": True}
 
     ensure_ray()
     import ray
 
-    use_gpu = t.use_gpu if t.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
-    wanted = {"CPU": t.num_workers * t.cpus_per_worker, "GPU": t.num_workers if use_gpu else 0}
     have = ray.cluster_resources()
+    use_gpu = t.use_gpu if t.use_gpu is not None else have.get("GPU", 0) > 0
+    wanted = {"CPU": t.num_workers * t.cpus_per_worker, "GPU": t.num_workers if use_gpu else 0}
     short = [f"{v:g} {k} (the cluster has {have.get(k, 0):g})" for k, v in wanted.items() if v > have.get(k, 0)]
     if short:  # Ray Train waits for them silently; say so (an autoscaler may add nodes, so it is not an error)
         log(f"{kind}: waiting for {', '.join(short)}; lower {kind}.num_workers or {kind}.cpus_per_worker "
@@ -165,8 +159,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.unlink(missing_ok=True)
     args = {"kind": kind, "train": t.model_dump(), "seed": config.seed, "total_steps": total,
-            "micro_batches_per_epoch": per_epoch, "grad_accum": t.grad_accum_steps,
-            "cpus_per_worker": t.cpus_per_worker, "deepspeed": resolve_deepspeed(t.deepspeed, t, use_gpu)}
+            "micro_batches_per_epoch": per_epoch, "deepspeed": resolve_deepspeed(t.deepspeed, t, use_gpu)}
     trainer = TorchTrainer(
         train_func, train_loop_config=args,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu,

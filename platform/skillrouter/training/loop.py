@@ -61,14 +61,15 @@ def train_func(args: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(args["seed"])
     if device.type == "cpu":  # two DeepSpeed workers on one small machine should not fight over cores
-        torch.set_num_threads(max(1, args["cpus_per_worker"]))
+        torch.set_num_threads(max(1, t["cpus_per_worker"]))
 
     module = build_module(args["kind"], t["model"], t["max_length"], t["temperature"], device=str(device),
                           max_batch_tokens=t["max_batch_tokens"], gradient_checkpointing=t["gradient_checkpointing"],
                           mask_margin=t.get("mask_margin"), loss=t.get("loss", "listwise"))
     n_params = non_embedding_parameters(module.backbone)
     ds_config = args["deepspeed"]
-    if ds_config["zero_optimization"]["stage"] == 3 and args["kind"] == "reranker" and module.wrapped.decoder:
+    zero3 = ds_config["zero_optimization"]["stage"] == 3
+    if zero3 and args["kind"] == "reranker" and module.wrapped.decoder:
         # the yes/no head reads two rows of lm_head outside lm_head's forward: ZeRO-3 must gather it for us
         deepspeed.zero.register_external_parameter(module, module.backbone.lm_head.weight)
     groups = param_groups(module, t["learning_rate"], t["weight_decay"], t.get("new_head_lr"),
@@ -123,7 +124,7 @@ def train_func(args: dict) -> None:
             window["tokens"] += module.tokens
             window["padded"] += module.padded_tokens
             window["seq"] += module.tokens / max(1, sum(len(r["doc_ids"]) + bool(r["query_ids"]) for r in batch))
-            if micro % args["grad_accum"]:  # checkpoints fall on optimizer steps, so this counter agrees
+            if micro % t["grad_accum_steps"]:  # checkpoints fall on optimizer steps, so this counter agrees
                 continue
             step = engine.global_steps
             if step % t["checkpoint_every"] == 0 and step < total:
@@ -137,7 +138,7 @@ def train_func(args: dict) -> None:
                 break
 
     final = {**metrics(engine.global_steps), "final": True}
-    state = engine._zero3_consolidated_16bit_state_dict() if ds_config["zero_optimization"]["stage"] == 3 else None
+    state = engine._zero3_consolidated_16bit_state_dict() if zero3 else None
     with tempfile.TemporaryDirectory() as tmp:
         exported = None
         if rank == 0:
