@@ -17,6 +17,7 @@ import numpy as np
 
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.models.loading import model_version
 from skillrouter.raycluster import ensure_ray
 
 
@@ -29,7 +30,7 @@ def corpus_version(skills: Sequence[Skill]) -> str:
 
 def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]) -> Path:
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.model.strip("/"))[-60:]
-    spec_hash = hashlib.sha256(spec.cache_key().encode()).hexdigest()[:8]
+    spec_hash = hashlib.sha256((spec.cache_key() + model_version(spec.model)).encode()).hexdigest()[:8]
     return Path(cache_dir) / f"{model}-{spec_hash}" / f"{corpus_version(skills)}.npy"
 
 

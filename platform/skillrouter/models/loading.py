@@ -17,6 +17,15 @@ def resolve_model_path(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+def model_version(name: str) -> str:
+    """What tells two sets of weights under one name apart: a local directory's files (a model retrained into the
+    same folder is a new version, and caches keyed by the name alone would serve the old one's embeddings);
+    empty for a Hugging Face id or the bundled MiniLM."""
+    from skillrouter.fingerprints import files_version
+
+    return "" if name == BUNDLED_MINILM or not Path(name).expanduser().is_dir() else files_version(name)
+
+
 def is_decoder(config) -> bool:
     """Decoder-only models (Qwen3 and kin) pool the last token; encoders such as BERT pool the mean."""
     return bool(getattr(config, "is_decoder", False)) or config.model_type in {
