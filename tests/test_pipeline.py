@@ -8,13 +8,20 @@ import pyarrow.parquet as pq
 
 
 def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster):
-    done = subprocess.run(
-        [sys.executable, "jobs/run_pipeline.py", "--config", "configs/minilm.yaml", f"run_dir={tmp_path}",
-         "examples=[merge these PDF files into one]", f"mining.cache_dir={tmp_path / 'cache'}",
-         "encoder.max_groups=48", "reranker.max_groups=24", "eval.systems=[bm25,bm25-nd,finetuned,finetuned+reranker]"],
-        cwd=repo_root, capture_output=True, text=True, check=True, env={**os.environ, "RAY_ADDRESS": ray_cluster})
-    out = done.stdout
-    assert "> merge these PDF files into one" in out and "rank  skill" in out
+    def pipeline(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "jobs/run_pipeline.py", "--config", "configs/minilm.yaml", f"run_dir={tmp_path}",
+             "examples=[merge these PDF files into one]", f"mining.cache_dir={tmp_path / 'cache'}",
+             "encoder.max_groups=48", "reranker.max_groups=24",
+             "eval.systems=[bm25,bm25-nd,finetuned,finetuned+reranker]", *args],
+            cwd=repo_root, capture_output=True, text=True, check=True,
+            env={**os.environ, "RAY_ADDRESS": ray_cluster}).stdout
+
+    out = pipeline()
+    # the index is built with the encoder just fine-tuned, then Serve answers the example over HTTP
+    assert f"skills with {tmp_path / 'models' / 'encoder'} -> {tmp_path / 'index' / 'skills.db'}" in out
+    assert re.search(r"^> merge these PDF files into one\n   bm25: \d+ ms in the server", out, re.M)
+    assert "rank  skill" in out and f"serving: index skills_v1 (239 skills, encoder {tmp_path}" in out
     assert "quarantined 0" in out
     for system in ("bm25", "bm25-nd"):
         metrics = json.loads((tmp_path / "eval" / system / "metrics.json").read_text())
@@ -30,6 +37,28 @@ def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster)
         assert info["kind"] == kind and info["steps"] >= 3 and (tmp_path / "models" / kind / "config.json").exists()
     assert "finetuned+reranker" in out and "[exported]" in out
     assert (tmp_path / "corpus" / "skills.parquet").exists() and (tmp_path / "benchmark" / "relevance.json").exists()
+
+    # a second run resumes from the outputs: nothing is mined, trained, indexed or evaluated again
+    before = {p: p.stat().st_mtime_ns for p in [tmp_path / "mined" / "groups.parquet",
+                                                  tmp_path / "eval" / "finetuned" / "metrics.json"]}
+    again = pipeline("--skip", "queries,serve")
+    for name in ("mining", "index", "eval/bm25", "eval/finetuned+reranker"):
+        assert re.search(rf"^   {re.escape(name)}: up to date", again, re.M), name
+    assert "skipped (--skip): using" in again and "encoder: up to date" in again
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert re.search(r"^finetuned +all ", again, re.M)  # the kept results are still reported
+
+
+def test_main_job_checks_skipped_stages_have_outputs(repo_root, tmp_path):
+    done = subprocess.run([sys.executable, "jobs/run_pipeline.py", "--config", "configs/minilm.yaml",
+                           f"run_dir={tmp_path}", "--skip", "ingest,mining"], cwd=repo_root, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "--skip ingest: its outputs are missing" in done.stderr
+    assert not (tmp_path / "queries").exists()
+    done = subprocess.run([sys.executable, "jobs/run_pipeline.py", "--config", "configs/minilm.yaml",
+                           f"run_dir={tmp_path}", "--rerun", "training"], cwd=repo_root, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "unknown stage(s) training" in done.stderr
 
 
 def test_main_job_rejects_a_bad_profile_before_work(repo_root, tmp_path):

@@ -200,7 +200,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from skillrouter.pipeline import run_pipeline
 
-    run_pipeline(_config(args))
+    run_pipeline(_config(args), skip=args.skip.split(","), rerun=args.rerun.split(","))
     return 0
 
 
@@ -280,7 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "answers and stop")
     p.add_argument("--top-k", type=int, default=3, help="skills per answer with --smoke")
 
-    add("pipeline", cmd_pipeline, "run the main job from a profile")
+    p = add("pipeline", cmd_pipeline, "run the main job from a profile: ingest, queries, mining, encoder, reranker, "
+                                      "index, serve, eval")
+    p.add_argument("--skip", default="", metavar="STAGES", help="comma-separated stages to skip (their outputs from "
+                                                                "an earlier run are used as they are)")
+    p.add_argument("--rerun", default="", metavar="STAGES", help="comma-separated stages to run even when their "
+                                                                 "inputs are unchanged")
     add("systems", cmd_systems, "list the named retrieval systems")
     return parser
 

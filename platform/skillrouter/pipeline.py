@@ -1,12 +1,18 @@
 """The main job: one profile drives every stage, each writing plain files under the run directory.
 
-Stages so far: ingest the corpus, generate training queries, mine hard negatives, fine-tune the encoder and the
-reranker, answer the example requests, evaluate the configured systems on the benchmark.
+    ingest -> queries -> mining -> encoder -> reranker -> index -> serve -> eval
+
+Every stage can be skipped (`--skip mining,serve`: its outputs from an earlier run are used as they are) and
+resumes from its outputs: a stage whose inputs are unchanged since its last run is not run again (its stamp in
+RUN_DIR/stages/ records them; `--rerun STAGE` ignores it). Query generation resumes skill by skill on its own (LLM
+calls are paid work), and training resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,12 +21,18 @@ from skillrouter.config import PipelineConfig
 from skillrouter.corpus.categories import load_categories
 from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
 from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
-from skillrouter.evaluation.runner import evaluate_system, metrics_table, write_result
+from skillrouter.evaluation.runner import evaluate_system, metrics_table, read_result, write_result
+from skillrouter.fingerprints import content_version, digest
+from skillrouter.index.build import index_uri
+from skillrouter.mining.embeddings import corpus_version
 from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
+from skillrouter.models.loading import model_version
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
-from skillrouter.routing import Route, Router
+from skillrouter.routing import Route
 from skillrouter.tables import format_table, shorten
 from skillrouter.training.job import KINDS, print_training_summary, run_training
+
+STAGES = ("ingest", "queries", "mining", *KINDS, "index", "serve", "eval")
 
 
 def routes_table(routes: list[Route], width: int = 60) -> str:
@@ -29,62 +41,163 @@ def routes_table(routes: list[Route], width: int = 60) -> str:
                         floatfmt=".2f")
 
 
-def run_pipeline(config: PipelineConfig, log=print) -> dict[str, Path]:
+def answer_table(answer: dict, width: int = 56) -> str:
+    """One HTTP answer of the router: its skills with both stages' scores."""
+    return format_table(["rank", "skill", "first", "rerank", "description"],
+                        [[r["rank"], r["skill_id"], r["retrieval_score"],
+                          "-" if r["rerank_score"] is None else f"{r['rerank_score']:.2f}",
+                          shorten(r["description"], width)] for r in answer["results"]], floatfmt=".3f")
+
+
+def check_stages(names: Iterable[str]) -> set[str]:
+    names = {n for n in names if n}
+    unknown = names - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; the stages are {', '.join(STAGES)}")
+    return names
+
+
+class Stages:
+    """Runs the pipeline's stages. A skipped stage must find its outputs (checked before any work); a stage with a
+    key (a fingerprint of its inputs) is not run again while its stamp holds the same key and its outputs exist."""
+
+    def __init__(self, run_dir: Path, outputs: dict[str, Sequence[Path]], skip: Iterable[str] = (),
+                 rerun: Iterable[str] = (), log: Callable[[str], None] = print):
+        self.dir, self.outputs, self.log = run_dir / "stages", outputs, log
+        self.skip, self.rerun = check_stages(skip), check_stages(rerun)
+        for stage in sorted(self.skip, key=STAGES.index):
+            missing = [str(p) for p in outputs.get(stage, ()) if not Path(p).exists()]
+            if missing:
+                raise ValueError(f"--skip {stage}: its outputs are missing ({', '.join(missing)}); run it first")
+
+    def stamp(self, name: str) -> Path:
+        return self.dir / f"{name.replace('/', '__')}.json"
+
+    def run(self, stage: str, title: str, fn: Callable[[], object], key: str | None = None,
+            name: str | None = None, outputs: Sequence[Path] | None = None) -> bool:
+        """Run `fn` unless skipped or up to date; True when it ran. `name` and `outputs` tell apart the parts of
+        one stage (a stamp each); `key` None means the stage always runs (it resumes by itself, or it is the
+        demo)."""
+        name, outputs = name or stage, self.outputs.get(stage, ()) if outputs is None else outputs
+        if title:
+            self.log(f"\n== {title}")
+        if stage in self.skip:
+            if title:
+                self.log("   skipped (--skip)" + (": using " + ", ".join(map(str, outputs)) if outputs else ""))
+            return False
+        stamp = self.stamp(name)
+        if key is not None and stage not in self.rerun and all(Path(p).exists() for p in outputs) \
+                and stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
+            done = json.loads(stamp.read_text())
+            self.log(f"   {name}: up to date, inputs unchanged since {done['finished']} ({done['seconds']} s "
+                     f"then); --rerun {stage} runs it again")
+            return False
+        started = time.perf_counter()
+        fn()
+        if key is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps({"key": key, "seconds": round(time.perf_counter() - started, 1),
+                                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        return True
+
+
+def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, skip: Iterable[str] = (),
+                 rerun: Iterable[str] = ()) -> dict[str, Path]:
     """Run every stage of `config`; returns what was written, by name."""
+    from skillrouter.serving.admin import build_encoder, build_serving_index
+    from skillrouter.serving.app import serve_and_route
+
     started = time.perf_counter()
     run_dir = Path(config.run_dir)
-    outputs: dict[str, Path] = {}
+    out: dict[str, Path] = {
+        "corpus": run_dir / "corpus" / SKILLS_FILE, "queries": run_dir / "queries" / QUERIES_FILE,
+        "groups": run_dir / "mined" / GROUPS_FILE, **{kind: config.model_dir(kind) for kind in KINDS},
+        "index": Path(index_uri(config)), "benchmark": run_dir / "benchmark"}
+    stages = Stages(run_dir, {"ingest": [out["corpus"]], "queries": [out["queries"]], "mining": [out["groups"]],
+                              **{kind: [out[kind]] for kind in KINDS}, "index": [out["index"]]}, skip, rerun, log)
 
     def indent(line: str) -> None:
         log("   " + line)
 
-    log(f"== ingest {', '.join(config.corpus.sources)} -> {run_dir / 'corpus'}")
-    summary = ingest(config.corpus.sources, run_dir / "corpus", config.corpus, progress=False)
-    for line in summary.lines():
-        indent(line)
-    outputs["corpus"] = run_dir / "corpus" / SKILLS_FILE
-    skills = read_skills(outputs["corpus"])
+    def do_ingest():
+        for line in ingest(config.corpus.sources, run_dir / "corpus", config.corpus, progress=False).lines():
+            indent(line)
+    stages.run("ingest", f"ingest {', '.join(config.corpus.sources)} -> {run_dir / 'corpus'}", do_ingest)
+    skills = read_skills(out["corpus"])
+    corpus = corpus_version(skills)
 
-    log(f"\n== generate queries -> {run_dir / 'queries'}")
-    summary = run_query_generation(skills, config, run_dir / "queries", log=indent)
-    if summary.get("dry_run"):
-        return outputs
-    print_query_summary(summary, run_dir / "queries", log=indent)
-    outputs["queries"] = run_dir / "queries" / QUERIES_FILE
+    def do_queries():
+        summary = run_query_generation(skills, config, run_dir / "queries", log=indent)
+        if summary.get("dry_run"):
+            raise SystemExit(0)
+        print_query_summary(summary, run_dir / "queries", log=indent)
+    stages.run("queries", f"generate queries -> {run_dir / 'queries'}", do_queries)
 
-    log(f"\n== mine hard negatives -> {run_dir / 'mined'}")
-    categories = load_categories(run_dir / "queries" / "categories.json", skills)
-    mined = run_mining(skills, pq.read_table(outputs["queries"]), config, run_dir / "mined", categories, indent)
-    print_mining_summary(mined, run_dir / "mined", indent)
-    outputs["groups"] = run_dir / "mined" / GROUPS_FILE
+    def do_mining():
+        categories = load_categories(run_dir / "queries" / "categories.json", skills)
+        mined = run_mining(skills, pq.read_table(out["queries"]), config, run_dir / "mined", categories, indent)
+        print_mining_summary(mined, run_dir / "mined", indent)
+    stages.run("mining", f"mine hard negatives -> {run_dir / 'mined'}", do_mining,
+               key=digest(corpus, content_version(out["queries"]), config.mining))
 
     trained = []
-    for kind in KINDS:
-        log(f"\n== train the {kind} (Ray Train + DeepSpeed) -> {run_dir / 'models' / kind}")
-        trained.append(run_training(kind, skills, pq.read_table(outputs["groups"]), config, log=indent))
-        outputs[kind] = Path(trained[-1]["output_dir"])
-    print_training_summary(trained, indent)
+    for kind in KINDS:  # training skips a finished run by itself (its run name is a fingerprint of its inputs)
+        stages.run(kind, f"train the {kind} (Ray Train + DeepSpeed) -> {out[kind]}",
+                   lambda kind=kind: trained.append(
+                       run_training(kind, skills, pq.read_table(out["groups"]), config, log=indent)))
+    if trained:
+        print_training_summary(trained, indent)
+
+    index_encoder = build_encoder(config)  # the fine-tuned encoder once it is exported
+    stages.run("index", f"index {len(skills):,} skills with {index_encoder} -> {out['index']}",
+               lambda: build_serving_index(skills, config, indent),
+               key=digest(corpus, index_encoder, model_version(index_encoder), config.index))
 
     if config.examples:
-        router = Router(skills, config.routing.system, config)
-        log(f"\n== route {len(config.examples)} example requests with '{config.routing.system}'")
-        for query, routes in zip(config.examples, router.route_batch(config.examples, top_k=3)):
-            log(f"\n> {query}\n{routes_table(routes)}")
+        def do_serve():
+            for query, answer in zip(config.examples, serve_and_route(config, config.examples, 3, log=indent)):
+                t = answer["timings_ms"]
+                log(f"\n> {query}\n   {answer['first_stage']}{' + rerank' if answer['reranked'] else ''}: "
+                    f"{t['total']:.0f} ms in the server, {answer['client_ms']:.0f} ms at the client\n"
+                    + answer_table(answer))
+        stages.run("serve", f"serve on 127.0.0.1 and route {len(config.examples)} example requests over HTTP",
+                   do_serve)
 
-    bench = add_distractors(load_benchmark(config.eval.benchmark), config.eval.distractors)
-    outputs["benchmark"] = export_eval_core(bench, run_dir / "benchmark")
-    log(f"\n== evaluate {', '.join(config.eval.systems)} on {bench.name} ({len(bench.tasks)} tasks, "
-        f"{len(bench.skills)} skills)")
-    results = []
-    for system in config.eval.systems:
-        result = evaluate_system(system, bench, config)
-        outputs[f"eval/{system}"] = write_result(result, run_dir / "eval" / system)
-        results.append(result)
-    log(metrics_table(results))
-    if bench.missing_ids:
-        log(f"note: {len(bench.missing_ids)} tasks name skills absent from the pool (counted as misses)")
+    results = evaluate(config, stages, out, log)
+    if results:
+        log(metrics_table(results))
 
     log(f"\n== done in {time.perf_counter() - started:.1f} s; outputs:")
-    for name, path in outputs.items():
+    for name, path in out.items():
         log(f"   {name:<16} {path}")
-    return outputs
+    return out
+
+
+def evaluate(config: PipelineConfig, stages: Stages, out: dict[str, Path], log: Callable[[str], None]) -> list:
+    """The eval stage: each configured system on the benchmark; a system's result is kept while the benchmark,
+    its models and the settings it reads are unchanged."""
+    if "eval" in stages.skip:
+        log("\n== evaluate: skipped (--skip)")
+        return []
+    bench = add_distractors(load_benchmark(config.eval.benchmark), config.eval.distractors)
+    export_eval_core(bench, out["benchmark"])
+    log(f"\n== evaluate {', '.join(config.eval.systems)} on {bench.name} ({len(bench.tasks)} tasks, "
+        f"{len(bench.skills)} skills)")
+    if bench.missing_ids:
+        log(f"   note: {len(bench.missing_ids)} tasks name skills absent from the pool (counted as misses)")
+    models = {kind: model_version(str(config.model_dir(kind))) for kind in KINDS}
+    bench_key = digest(corpus_version(bench.skills),
+                       [(t.task_id, t.query, sorted(t.gt_skill_ids)) for t in bench.tasks])
+    results = []
+    for system in config.eval.systems:
+        path = Path(config.run_dir) / "eval" / system
+        key = digest(system, bench_key, models, config.eval, config.routing, config.bm25,
+                     config.encoder.max_length, config.reranker.max_length)
+
+        def run(system=system, path=path):
+            write_result(evaluate_system(system, bench, config), path)
+        stages.run("eval", "", run, key=key, name=f"eval/{system}", outputs=[path / "metrics.json"])
+        out[f"eval/{system}"] = path
+        results.append(read_result(path))
+    return results
+

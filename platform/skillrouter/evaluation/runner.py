@@ -54,6 +54,14 @@ def write_result(result: EvalResult, out_dir: str | Path) -> Path:
     return out
 
 
+def read_result(out_dir: str | Path) -> EvalResult:
+    """A result written by `write_result`."""
+    out = Path(out_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    return EvalResult(saved["system"], saved["benchmark"], json.loads((out / "predictions.json").read_text()),
+                      saved["metrics"], saved.get("missing_relevance_ids", {}), saved.get("seconds", 0.0))
+
+
 def metrics_table(results: list[EvalResult], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
     """One row per (system, task subset), one column per metric, as percentages."""
     rows = []

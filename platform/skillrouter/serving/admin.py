@@ -80,8 +80,8 @@ def _owner_retry(fn: Callable[[], Any]) -> Any:
             time.sleep(0.2)
 
 
-def _build(skills: Sequence[Skill], config: PipelineConfig, encoders: dict[EncoderSpec, Encoder],
-           log: Callable[[str], None]) -> dict:
+def build_serving_index(skills: Sequence[Skill], config: PipelineConfig, log: Callable[[str], None] = print,
+                        encoders: dict[EncoderSpec, Encoder] | None = None) -> dict:
     """Build a new version with the server's build encoder. Corpus embeddings come from the cache shared with
     mining when they match; else a small corpus is embedded in this process (a replica, or the app builder), a
     large one by a Ray Data actor pool (`index.embed_actors`, on GPUs when the cluster has them)."""
@@ -90,7 +90,7 @@ def _build(skills: Sequence[Skill], config: PipelineConfig, encoders: dict[Encod
     spec = encoder_spec(config.index)
     embed = None
     if len(skills) <= IN_PROCESS_MAX:
-        encoder = _encoder(spec, encoders)
+        encoder = _encoder(spec, {} if encoders is None else encoders)
 
         def embed(texts: list[str]):
             return encoder.encode(texts, config.index.batch_size)
@@ -128,7 +128,7 @@ def prepare(config: PipelineConfig, log: Callable[[str], None] = print) -> dict:
             raise
         skills = read_skills(corpus_path(config), config.corpus.max_skill_chars)
         log(f"serving: no live index ({err}); building one over {len(skills):,} skills")
-        built = _build(skills, config, {}, log)
+        built = build_serving_index(skills, config, log)
         done.update(index=built["version"], encoder=built["encoder"], built=True)
     if not generation_path(config).exists():
         publish(generation_path(config), action="start", version=done["index"])
@@ -206,6 +206,6 @@ class IndexWriter:
         skills = self._skills()
 
         def build() -> dict:
-            built = _build(skills, self.config, self.encoders, self.log)
+            built = build_serving_index(skills, self.config, self.log, self.encoders)
             return {"version": built["version"]}
         return self._commit("rebuild", skills, build, started, write=False)
