@@ -124,6 +124,34 @@ def test_first_stage_filters_and_fusion(tmp_path):
     assert dense.embed_ms >= 0 and dense.search_ms > 0
 
 
+def test_pinned_vectors_rank_as_the_index_does(tmp_path):
+    """A replica's in-memory copy of its pinned Lite version answers like Milvus: same ids, same order, same
+    cosines, under every filter; an id its catalogue lacks is never an answer."""
+    from skillrouter.index.build import build_index, open_index
+    from skillrouter.serving.stages import Catalogue, PinnedVectors
+
+    rng = np.random.default_rng(1)
+    skills = [Skill(id=f"s{i:02d}", name=f"skill {i}", description="d", body="b", category="abc"[i % 3],
+                    source="xy"[i % 2]) for i in range(40)]
+    vectors = rng.standard_normal((40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    config = PipelineConfig(run_dir=str(tmp_path))
+    build_index(skills, config, embeddings=vectors, log=lambda _: None)
+    queries = rng.standard_normal((5, 16)).astype(np.float32)
+    with open_index(config) as index:
+        pinned = PinnedVectors(*index.vectors(), Catalogue(skills))
+        assert sorted(pinned.ids) == [s.id for s in skills]
+        for filters in ({}, {"category": "a"}, {"category": ["a", "b"], "source": "x"}, {"source": ["y"]}):
+            expected = index.search(queries, 7, **filters)
+            got = pinned.search(queries, 7, **filters)
+            for want, have in zip(expected, got):
+                assert [i for i, _ in have] == [i for i, _ in want], filters
+                assert [d for _, d in have] == pytest.approx([d for _, d in want], abs=1e-5)
+        partial = PinnedVectors(*index.vectors(), Catalogue(skills[1:]))
+        assert all("s00" not in [i for i, _ in hits] for hits in partial.search(vectors[:1], 40))
+        assert len(partial.search(vectors[:1], 40)[0]) == 39
+
+
 def test_serve_config_files_are_valid(repo_root):
     import yaml
     from ray.serve.schema import ServeDeploySchema

@@ -241,6 +241,9 @@ class ServingConfig(_Section):
     retrieve_batch_size: int = Field(16, ge=1, description="requests per retriever batch (@serve.batch)")
     rerank_batch_pairs: int = Field(64, ge=1, description="query-skill pairs per reranker batch")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    memory_search: bool = Field(True, description="a Lite index: search each replica's pinned version from a copy "
+                                "of its vectors in memory (exact, the same ranking; Lite's own search copies the "
+                                "whole matrix on every call); a server is always searched itself")
     reload_wait_s: float = Field(5.0, ge=0, description="how long a request waits for its replica to load a "
                                  "new index generation before it is answered from the previous one")
     ingress: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(

@@ -340,16 +340,26 @@ class SkillIndex:
                                       output_fields=fields, search_params=params)
         return out
 
-    def hashes(self, collection: str | None = None) -> dict[str, str]:
-        """{id: content_hash} of every row, read with an iterator (a server caps a plain query's window)."""
-        it = self.client.query_iterator(self._ready(collection), batch_size=5000, output_fields=["content_hash"])
-        out: dict[str, str] = {}
+    def rows(self, fields: Sequence[str], collection: str | None = None) -> Iterator[dict]:
+        """Every row's id and `fields`, read with an iterator (a server caps a plain query's window)."""
+        it = self.client.query_iterator(self._ready(collection), batch_size=5000, output_fields=list(fields))
         try:
             while batch := it.next():
-                out.update((r["id"], r["content_hash"]) for r in batch)
+                yield from batch
         finally:
             it.close()
-        return out
+
+    def hashes(self, collection: str | None = None) -> dict[str, str]:
+        """{id: content_hash} of every row."""
+        return {r["id"]: r["content_hash"] for r in self.rows(["content_hash"], collection)}
+
+    def vectors(self, collection: str | None = None) -> tuple[list[str], np.ndarray]:
+        """Every row's id and vector (float32, one row each)."""
+        ids, vectors = [], []
+        for r in self.rows(["vector"], collection):
+            ids.append(r["id"])
+            vectors.append(r["vector"])
+        return ids, np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
 
     def verify(self, collection: str, skills: Sequence[Skill], vectors: np.ndarray, expected_rows: int,
                sample: int = VERIFY_SAMPLE, seed: int = 0) -> dict:

@@ -102,6 +102,37 @@ class Retrieved:
     search_ms: float
 
 
+class PinnedVectors:
+    """The vectors of an index version that cannot change under this replica (its own Lite copy, pinned), searched
+    exactly by one matrix product on the query encoder's device. Milvus Lite 3 is pure Python and its FLAT search
+    gathers the whole matrix into a new array on every call (about 155 ms at 69,400 x 1,024 on the H200 host,
+    benchmarks/README.md); a copy held here gives the same ranking for the cost of the product. Filters follow the
+    index's rule (equal to a value, or to any of a list) over the catalogue's columns."""
+
+    def __init__(self, ids: Sequence[str], vectors: np.ndarray, catalogue: Catalogue, device="cpu"):
+        import torch
+
+        self.ids, self.catalogue = list(ids), catalogue
+        self.rows = np.array([catalogue.rows.get(i, -1) for i in self.ids], dtype=np.int64)
+        self.matrix = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
+
+    def search(self, vectors: np.ndarray, k: int, category: FilterValue = None,
+               source: FilterValue = None) -> list[list[tuple[str, float]]]:
+        import torch
+
+        queries = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.matrix.device)
+        scores = queries @ self.matrix.T
+        allowed = self.catalogue.allowed(category, source)
+        keep = self.rows >= 0  # an id the catalogue lacks is never an answer (see FirstStage._dense)
+        if allowed is not None:
+            keep &= allowed[np.maximum(self.rows, 0)]
+        if not keep.all():
+            scores[:, torch.from_numpy(~keep).to(scores.device)] = -torch.inf
+        top, idx = torch.topk(scores, min(k, len(self.ids)), dim=1)
+        return [[(self.ids[j], s) for j, s in zip(row_idx, row_top) if s > -np.inf]
+                for row_idx, row_top in zip(idx.tolist(), top.tolist())]
+
+
 class FirstStage:
     """Candidates for a batch of queries from one generation of the corpus and the index.
 
@@ -111,9 +142,10 @@ class FirstStage:
     """
 
     def __init__(self, catalogue: Catalogue, index: SkillIndex, encoder: Encoder, bm25: BM25Index,
-                 fusion_depth: int = 100, rrf_k: int = 60, collection: str | None = None):
+                 fusion_depth: int = 100, rrf_k: int = 60, collection: str | None = None,
+                 pinned: PinnedVectors | None = None):
         self.catalogue, self.index, self.encoder, self.bm25 = catalogue, index, encoder, bm25
-        self.fusion_depth, self.rrf_k, self.collection = fusion_depth, rrf_k, collection
+        self.fusion_depth, self.rrf_k, self.collection, self.pinned = fusion_depth, rrf_k, collection, pinned
 
     def depth(self, query: RetrieveQuery) -> int:
         return max(query.k, self.fusion_depth) if query.first_stage == "hybrid" else query.k
@@ -146,8 +178,11 @@ class FirstStage:
         for positions in groups.values():
             first = queries[rows[positions[0]]]
             k = max(self.depth(queries[rows[p]]) for p in positions)
-            hits = self.index.search(vectors[positions], k, category=first.category, source=first.source,
-                                     collection=self.collection)
+            if self.pinned is not None:
+                hits = self.pinned.search(vectors[positions], k, category=first.category, source=first.source)
+            else:
+                hits = self.index.search(vectors[positions], k, category=first.category, source=first.source,
+                                         collection=self.collection)
             for p, row_hits in zip(positions, hits):
                 i = rows[p]
                 # an id the catalogue lacks (a change published between the two reads) is left out
@@ -210,8 +245,12 @@ def load_first_stage(config: PipelineConfig, previous: FirstStage | None = None)
         encoder = previous.encoder if previous is not None and previous.encoder.spec == spec else Encoder.load(spec)
         c = config.bm25
         bm25 = BM25Index.build([s.text() for s in catalogue.skills], k1=c.k1, b=c.b, epsilon=c.epsilon)
+        pinned = None
+        if collection is not None and config.serving.memory_search:  # a pinned Lite copy (see open_replica)
+            pinned = PinnedVectors(*index.vectors(collection), catalogue, encoder.device)
     except BaseException:
         close_replica(index)
         raise
-    return FirstStage(catalogue, index, encoder, bm25, config.serving.fusion_depth, config.serving.rrf_k, collection)
+    return FirstStage(catalogue, index, encoder, bm25, config.serving.fusion_depth, config.serving.rrf_k, collection,
+                      pinned)
 
