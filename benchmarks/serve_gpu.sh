@@ -29,9 +29,9 @@ settings=(run_dir="$run" "corpus.sources=[$pool]" index.encoder="$models/encoder
           serving.retriever.num_gpus=0.5 serving.reranker_deployment.num_gpus=0.5 serving.rerank_batch_pairs=160
           serving.retrieve_batch_size=32 serving.max_in_flight=256 "$@")
 python -m skillrouter.cli ingest "$pool" --out "$run/corpus" --quiet | tail -2
-start=$(date +%s.%N)
+SECONDS=0
 python -m skillrouter.cli index build --config configs/qwen3-0.6b.yaml "${settings[@]}"
-echo "index build: $(echo "$(date +%s.%N) - $start" | bc) s" | tee "$out/index_build.txt"
+echo "index build: $SECONDS s" | tee "$out/index_build.txt"
 python benchmarks/serve_load.py --config configs/qwen3-0.6b.yaml --run-dir "$run" --first-stage dense \
     --rerank off,on --concurrency "${CONCURRENCY:-1,8,32}" --requests "${REQUESTS:-400}" \
     --rerank-requests "${RERANK_REQUESTS:-200}" --out "$out/load.json" "${settings[@]:1}"
