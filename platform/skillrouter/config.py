@@ -139,6 +139,9 @@ class EncoderTrainConfig(TrainConfig):
     temperature: float = Field(0.05, gt=0)
     learning_rate: float = Field(2e-5, gt=0)
     mask_margin: float | None = Field(None, description="mask negatives scoring above the positive + margin")
+    skill_text: Literal["full", "name_description"] = Field(
+        "full", description="what the encoder reads of each skill in training: the full text (name | description | "
+                            "body), or name | description only (the paper's ablation; evaluate it as finetuned-nd)")
 
 
 class RerankerTrainConfig(TrainConfig):
