@@ -78,6 +78,8 @@ class MiningConfig(_Section):
     random_negatives: int = Field(1, ge=0)
     jaccard_threshold: float = Field(0.6, ge=0, le=1, description="body word-trigram Jaccard")
     cosine_threshold: float = Field(0.92, ge=-1, le=1)
+    filter_false_negatives: bool = Field(True, description="drop candidates the three layers flag as possible "
+                                         "positives; false keeps them (the paper's ablation), counting them instead")
     candidate_margin: int = Field(20, ge=0, description="extra dense/BM25 candidates kept for back-fill")
     num_perm: int = Field(128, ge=16, description="MinHash permutations for the Jaccard LSH")
     lsh_threshold: float = Field(0.4, gt=0, le=1, description="LSH candidate threshold; exact Jaccard decides")
