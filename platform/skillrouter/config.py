@@ -357,10 +357,12 @@ def read_profile(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(read_profile(base_path, (*seen, path.resolve())), data)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), model: type[BaseModel] = PipelineConfig):
-    """Load a YAML profile (or the defaults when `path` is None), apply overrides, validate everything."""
-    origin = str(path) if path else "<defaults>"
-    data = read_profile(Path(path)) if path else {}
+def load_config(path: str | Path | None = None, overrides: list[str] = (), model: type[BaseModel] = PipelineConfig,
+                base: dict[str, Any] | None = None):
+    """Load a YAML profile (or `base`, a profile as a dict, or the defaults when both are None), apply overrides,
+    validate everything."""
+    origin = str(path) if path else "<defaults>" if base is None else "<profile>"
+    data = read_profile(Path(path)) if path else dict(base or {})
     try:
         model.model_validate(data)
     except ValidationError as err:
