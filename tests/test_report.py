@@ -245,16 +245,24 @@ def test_ablations_end_to_end_without_training(finished_run, capsys):
     assert "[baseline] bm25: up to date" in out and "[baseline] bm25-nd: Hit@1" in out
     summary = json.loads((Path(run) / "ablations" / "ablations.json").read_text())
     (question,) = summary["questions"]
-    assert [r["result"] for r in question["rows"]] == ["eval/bm25", "ablations/baseline/eval/bm25-nd"]
+    # the run's own bm25 result is copied: the ablations stay as computed when the run is evaluated again
+    assert [r["result"] for r in question["rows"]] == [f"ablations/baseline/eval/{s}" for s in ("bm25", "bm25-nd")]
     report = (Path(run) / "report" / "report.md").read_text()
     assert "### BM25 over the full text or over name + description" in report and "| full text | `bm25` |" in report
     assert main(["ablations", "--only", "text-bm25", f"run_dir={run}"]) == 0
     assert capsys.readouterr().out.count("up to date") == 2
 
+    # the run trains its encoder again after the ablations: the report says they are out of date
+    model = Path(run) / "models" / "encoder"
+    model.mkdir(parents=True)
+    (model / "skillrouter.json").write_text(json.dumps({"fingerprint": "new"}))
+    summary["models"] = {"encoder": {"path": str(model), "fingerprint": "old"}}
+    (Path(run) / "ablations" / "ablations.json").write_text(json.dumps(summary))
     assert main(["report", "--run", run, "--out", f"{run}/again", "--title", "Again"]) == 0
     assert "wrote" in capsys.readouterr().out
     again = (Path(run) / "again" / "report.md").read_text()
     assert again.startswith("# Again") and "### BM25 over the full text" in again
+    assert "The ablations below predate the run's current encoder" in again
 
 
 def test_ablations_need_a_finished_run(tmp_path, capsys):

@@ -160,15 +160,18 @@ def mine_variant(skills: Sequence[Skill], queries: pa.Table, config: PipelineCon
 
 def evaluate_cached(system: str, bench: Benchmark, config: PipelineConfig, out: Path,
                     reuse: Sequence[Path] = (), log=print) -> tuple[EvalResult, Path]:
-    """`system` on `bench`, or a saved result computed from the same inputs (its `provenance`) found in `out` or
-    one of `reuse` (the run's own evaluation); returns the result and where it lies."""
+    """`system` on `bench` saved into `out`, or a saved result computed from the same inputs (its `provenance`)
+    found in `out` or one of `reuse` (the run's own evaluation; copied into `out`, so that the ablations stay as
+    they were computed when the run is evaluated again); returns the result and `out`."""
     wanted = provenance(system, bench, config, config.eval.top_k)
     for place in (out, *reuse):
         if (place / "metrics.json").exists():
             saved = read_result(place)
             if saved.system == system and saved.provenance == wanted:
                 log(f"{system}: up to date ({place})")
-                return saved, place
+                if place != out:
+                    write_result(saved, out)
+                return saved, out
     result = evaluate_system(system, bench, config)
     write_result(result, out)
     log(f"{system}: Hit@1 {100 * result.metrics['all']['Hit@1']:.1f}, nDCG@10 "
@@ -243,7 +246,7 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
                 row.system, bench, vconfig, Path(vconfig.run_dir) / "eval" / row.system, reuse,
                 lambda line, v=row.variant: log(f"   [{v}] {line}"))
     summary = {"run_dir": str(run_dir), "benchmark": bench.name, "seconds": round(time.perf_counter() - started, 1),
-               "models": {k: str(p) for k, p in models.items()},
+               "models": {k: {"path": str(p), "fingerprint": _fingerprint(p)} for k, p in models.items()},
                "variants": {v.name: {"change": v.change, "overrides": list(v.overrides), "trains": list(v.trains)}
                             for v in variants},
                "questions": [{"name": q.name, "question": q.question, "notes": _notes(q, mined, configs),
@@ -255,6 +258,21 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log(f"\nablations done in {summary['seconds']:.0f} s; wrote {out / SUMMARY_FILE}")
     return read_ablations(run_dir)
+
+
+def _fingerprint(model_dir: Path) -> str | None:
+    info = Path(model_dir) / "skillrouter.json"
+    return json.loads(info.read_text()).get("fingerprint") if info.exists() else None
+
+
+def stale_models(run_dir: str | Path) -> list[str]:
+    """The baseline models that changed since the ablations ran (the run trained again): their rows are out of
+    date; none when the ablations have not run."""
+    path = Path(run_dir) / ABLATIONS_DIR / SUMMARY_FILE
+    if not path.exists():
+        return []
+    models = json.loads(path.read_text()).get("models", {})
+    return [kind for kind, m in models.items() if _fingerprint(Path(m["path"])) != m["fingerprint"]]
 
 
 def _relative(path: Path, root: Path) -> str:

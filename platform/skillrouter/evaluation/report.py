@@ -358,10 +358,14 @@ def write_run_report(run_dir: str | Path, systems: Sequence[str] | None = None, 
                      title: str | None = None, retrieve_k: int | None = 20) -> Path:
     """(Re)build a run's report from what it saved: `RUN_DIR/eval/*` and, when they have run, the ablations
     (`RUN_DIR/ablations/ablations.json`). Writes `RUN_DIR/report/report.md` (or into `out_dir`)."""
-    from skillrouter.evaluation.ablations import read_ablations
+    from skillrouter.evaluation.ablations import read_ablations, stale_models
 
     root = Path(run_dir)
     notes = [f"Run `{root}`; rebuild this page with `skillrouter report --run {root}`."]
+    stale = stale_models(root)
+    if stale:
+        notes.append(f"The ablations below predate the run's current {' and '.join(stale)}: run `skillrouter "
+                     "ablations` again to bring them up to date.")
     for kind in ("encoder", "reranker"):
         info = root / "models" / kind / "skillrouter.json"
         if info.exists():
