@@ -236,16 +236,14 @@ def plot_hit_curves(results: Sequence[EvalResult], path: Path, retrieve_k: int |
 
 def plot_ablations(ablations: Sequence[Ablation], path: Path, metrics: Sequence[str] = ("Hit@1", "MRR@10",
                                                                                          "nDCG@10")) -> Path:
-    """One panel per ablation: horizontal bars of a few metrics per variant, the reference on top."""
-    cols = min(2, len(ablations))
-    rows = math.ceil(len(ablations) / cols)
-    heights = [0.5 + 0.55 * max(len(a.rows) for a in ablations[i * cols:(i + 1) * cols]) for i in range(rows)]
-    fig = Figure(figsize=(7.2 * cols, sum(heights) + 0.9 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, height_ratios=heights)
+    """One panel per ablation, stacked: horizontal bars of a few metrics per variant, the reference on top."""
     import matplotlib
 
     colors = matplotlib.colormaps["tab10"].colors
-    for ax, ablation in zip(axes.flat, ablations):
+    heights = [0.35 + 0.42 * len(a.rows) for a in ablations]
+    fig = Figure(figsize=(9.0, sum(heights) + 0.55 * len(ablations) + 0.4), layout="constrained")
+    axes = fig.subplots(len(ablations), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, ablation in zip(axes, ablations):
         labels = [label for label, _ in ablation.rows]
         height = 0.8 / len(metrics)
         for j, m in enumerate(metrics):
@@ -255,13 +253,13 @@ def plot_ablations(ablations: Sequence[Ablation], path: Path, metrics: Sequence[
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(0, 112)
+        ax.set_xlim(0, 110)
         ax.set_title(ablation.question, fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
-    for ax in list(axes.flat)[len(ablations):]:
-        ax.set_visible(False)
-    axes.flat[0].legend(loc="lower right", fontsize=7)
+    axes[0].legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize=8, frameon=False)
+    axes[-1].set_xlabel("% of tasks (nDCG: %)", fontsize=8)
     fig.savefig(path, dpi=130)
     return path
 
