@@ -101,6 +101,15 @@ def test_report_ablation_section_and_plot(results, tmp_path):
     assert f"| {delta:+.1f} |" in section and "skillrouter ablations --config" not in section
     assert (tmp_path / "ablations.png").read_bytes()[:8] == PNG_MAGIC
 
+    # rows compared with another row than the first name it
+    paired = Ablation("pairs", "Two pairs", [("a", bm25), ("a changed", nd), ("b", reranked), ("b changed", bm25)],
+                      against=[None, 0, None, 2])
+    text = write_report(results, tmp_path, ablations=[paired]).read_text()
+    back = 100 * (bm25.metrics["all"]["Hit@1"] - reranked.metrics["all"]["Hit@1"])
+    assert "| Δ Hit@1 | Δ MRR@10 | Δ against |" in text
+    assert f"| b changed | `bm25` | {100 * bm25.metrics['all']['Hit@1']:.1f} |" in text
+    assert f"| {back:+.1f} |" in text and text.rstrip().splitlines()[-3].endswith("| b |")
+
 
 def test_paper_comparisons_pair_what_was_evaluated():
     pairs = paper_comparisons(["bm25", "bm25-nd", "minilm", "finetuned", "hybrid:finetuned", "finetuned+reranker",
@@ -211,6 +220,21 @@ def test_training_fingerprint_covers_the_negatives_and_the_skill_text():
     assert fingerprint("encoder", config.encoder, other, skills, 0) != base
     nd = load_config(None, ["encoder.skill_text=name_description"]).encoder
     assert fingerprint("encoder", nd, groups, skills, 0) != base
+
+
+def test_changed_negatives_counts_what_training_reads():
+    from skillrouter.evaluation.ablations import changed_negatives
+
+    def groups(negatives):
+        return pa.table({"query_id": [f"q{i}" for i in range(len(negatives))], "positive_id": ["p"] * len(negatives),
+                         "negatives": [[{"skill_id": s, "source": "dense", "score": 0.0} for s in n]
+                                       for n in negatives]})
+
+    base = groups([["a", "b", "c", "d"], ["a", "b", "c", "d"]])
+    other = groups([["a", "x", "c", "y"], ["a", "b", "c", "d"]])  # y is beyond the 3 negatives trained on
+    config = load_config(None, ["encoder.negatives=3"])
+    assert changed_negatives(base, other, config, "encoder") == (1, 6)
+    assert changed_negatives(base, base, config, "encoder") == (0, 6)
 
 
 @pytest.fixture

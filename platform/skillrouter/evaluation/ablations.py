@@ -57,9 +57,12 @@ class Variant:
 
 @dataclass(frozen=True)
 class Row:
+    """A variant's system; its differences are taken against row `against` of its question (None: none)."""
+
     label: str
     variant: str
     system: str
+    against: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -81,22 +84,22 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
 
 QUESTIONS: tuple[Question, ...] = (
     Question("text-bm25", "BM25 over the full text or over name + description", (
-        Row("full text", BASELINE, "bm25"),
+        Row("full text", BASELINE, "bm25", None),
         Row("name + description", BASELINE, "bm25-nd"))),
     Question("text-inference", "An encoder reading the full text or name + description (at inference)", (
-        Row("zero-shot, full text", BASELINE, "minilm"),
+        Row("zero-shot, full text", BASELINE, "minilm", None),
         Row("zero-shot, name + description", BASELINE, "minilm-nd"),
         Row("fine-tuned, full text", BASELINE, "finetuned"),
-        Row("fine-tuned, name + description", BASELINE, "finetuned-nd"))),
+        Row("fine-tuned, name + description", BASELINE, "finetuned-nd", 2))),
     Question("text-training", "The encoder fine-tuned on the full text or on name + description", (
-        Row("trained and read on the full text", BASELINE, "finetuned"),
+        Row("trained and read on the full text", BASELINE, "finetuned", None),
         Row("trained and read on name + description", "encoder-nd", "finetuned-nd"),
         Row("trained on name + description, read on the full text", "encoder-nd", "finetuned"))),
     Question("reranker-loss", "The reranker trained listwise or pointwise (fine-tuned encoder, top 20 reranked)", (
-        Row("listwise cross-entropy", BASELINE, "finetuned+reranker"),
+        Row("listwise cross-entropy", BASELINE, "finetuned+reranker", None),
         Row("pointwise BCE", "reranker-pointwise", "finetuned+reranker"))),
     Question("fn-filter", "Training negatives with or without false-negative filtering (fine-tuned encoder)", (
-        Row("filtered (name, body Jaccard, cosine)", BASELINE, "finetuned"),
+        Row("filtered (name, body Jaccard, cosine)", BASELINE, "finetuned", None),
         Row("unfiltered", "no-fn-filter", "finetuned"))),
 )
 
@@ -213,12 +216,14 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
             models[kind] = config.model_dir(kind)
             log(f"baseline {kind}: the run's own ({models[kind]})")
         else:
-            log(f"\n== baseline {kind}: the run's export is missing or was trained otherwise; training one")
+            log(f"\n== baseline {kind}: the run's export is missing or was trained from other settings or data; "
+                f"one trained for the ablations (under {Path(baseline.run_dir)})")
             models[kind] = Path(run_training(kind, skills, groups, baseline, log=lambda line: log("   " + line))
                                 ["output_dir"])
     configs = {BASELINE: variant_config(config, VARIANTS[BASELINE], run_dir, models)}
     main_stats = run_dir / "mined" / "mining_stats.json"
     mined: dict[str, dict] = {BASELINE: json.loads(main_stats.read_text())} if main_stats.exists() else {}
+    trained_on: dict[str, pa.Table] = {BASELINE: groups}
     for v in variants:
         if v.name == BASELINE:
             continue
@@ -231,6 +236,7 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
             vgroups = mine_variant(skills, pq.read_table(needed["queries"]), vconfig, vdir / "mined", run_dir,
                                    lambda line: log("   " + line))
             mined[v.name] = json.loads((vdir / "mined" / "mining_stats.json").read_text())
+        trained_on[v.name] = vgroups
         for kind in v.trains:
             run_training(kind, skills, vgroups, vconfig, log=lambda line: log("   " + line))
 
@@ -249,8 +255,9 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
                "models": {k: {"path": str(p), "fingerprint": _fingerprint(p)} for k, p in models.items()},
                "variants": {v.name: {"change": v.change, "overrides": list(v.overrides), "trains": list(v.trains)}
                             for v in variants},
-               "questions": [{"name": q.name, "question": q.question, "notes": _notes(q, mined, configs),
+               "questions": [{"name": q.name, "question": q.question, "notes": _notes(q, mined, configs, trained_on),
                               "rows": [{"label": r.label, "variant": r.variant, "system": r.system,
+                                        "against": r.against,
                                         "result": _relative(results[r.variant, r.system][1], run_dir)}
                                        for r in q.rows]} for q in questions]}
     out = run_dir / ABLATIONS_DIR
@@ -265,14 +272,27 @@ def _fingerprint(model_dir: Path) -> str | None:
     return json.loads(info.read_text()).get("fingerprint") if info.exists() else None
 
 
-def stale_models(run_dir: str | Path) -> list[str]:
-    """The baseline models that changed since the ablations ran (the run trained again): their rows are out of
-    date; none when the ablations have not run."""
-    path = Path(run_dir) / ABLATIONS_DIR / SUMMARY_FILE
+def report_notes(run_dir: str | Path) -> list[str]:
+    """What the report must say about the ablations besides their tables: models of the baseline that are not the
+    run's own, and baseline models that changed since the ablations ran (their rows are then out of date)."""
+    root = Path(run_dir)
+    path = root / ABLATIONS_DIR / SUMMARY_FILE
     if not path.exists():
         return []
     models = json.loads(path.read_text()).get("models", {})
-    return [kind for kind, m in models.items() if _fingerprint(Path(m["path"])) != m["fingerprint"]]
+    own = (root / "models").resolve()
+    foreign = [kind for kind, m in models.items() if Path(m["path"]).resolve().parent != own]
+    stale = [kind for kind, m in models.items() if _fingerprint(Path(m["path"])) != m["fingerprint"]]
+    notes = []
+    if foreign:
+        notes.append(f"The ablations' baseline {' and '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not "
+                     f"the run's own (missing, or trained from other settings or data when they ran): trained for "
+                     f"them under `{root / ABLATIONS_DIR / BASELINE}`, so their baseline rows may differ from the "
+                     "systems above.")
+    if stale:
+        notes.append(f"The ablations below predate the run's current {' and '.join(stale)}: run `skillrouter "
+                     "ablations` again to bring them up to date.")
+    return notes
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -282,7 +302,24 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.resolve())
 
 
-def _notes(q: Question, mined: dict[str, dict], configs: dict[str, PipelineConfig]) -> list[str]:
+def changed_negatives(base: pa.Table, other: pa.Table, config: PipelineConfig, kind: str) -> tuple[int, int]:
+    """Of the negatives a `kind` training run reads from `other` (its sample of groups, the first negatives of
+    each), how many it would not read from `base` for the same query; and how many it reads."""
+    from skillrouter.training.data import sample_groups
+
+    t = config.train(kind)
+
+    def read(groups: pa.Table) -> dict[str, list[str]]:
+        return {r["query_id"]: [n["skill_id"] for n in r["negatives"][:t.negatives]]
+                for r in sample_groups(groups, t.max_groups, config.seed).to_pylist()}
+
+    before, after = read(base), read(other)
+    changed = sum(len(set(ids) - set(before.get(q, []))) for q, ids in after.items())
+    return changed, sum(len(ids) for ids in after.values())
+
+
+def _notes(q: Question, mined: dict[str, dict], configs: dict[str, PipelineConfig],
+           trained_on: dict[str, pa.Table]) -> list[str]:
     """What a reader needs to weigh a question's rows: what the filter did to the negatives, how training went."""
     notes = []
     variants = list(dict.fromkeys(r.variant for r in q.rows))
@@ -298,6 +335,10 @@ def _notes(q: Question, mined: dict[str, dict], configs: dict[str, PipelineConfi
             kept = stats.get("flagged_kept_by_layer", {})
             notes.append(f"{variant}: {sum(kept.values()):,} of its {stats['negatives']:,} negatives are ones the "
                          f"filter would have removed ({', '.join(f'{k} {v:,}' for k, v in kept.items())}).")
+            for kind in VARIANTS[variant].trains:
+                changed, total = changed_negatives(trained_on[BASELINE], trained_on[variant], configs[variant], kind)
+                notes.append(f"{variant}: {changed:,} of the {total:,} negatives its {kind} trained on differ from "
+                             "the baseline's (the rest are the same skills).")
         for kind in VARIANTS[variant].trains if variant != BASELINE else ():
             info = Path(configs[variant].model_dir(kind)) / "skillrouter.json"
             if info.exists():
@@ -320,5 +361,6 @@ def read_ablations(run_dir: str | Path) -> list[Ablation]:
         for r in q["rows"]:
             where = Path(r["result"])
             rows.append((r["label"], read_result(where if where.is_absolute() else root / where)))
-        out.append(Ablation(q["name"], q["question"], rows, q.get("notes", [])))
+        out.append(Ablation(q["name"], q["question"], rows, q.get("notes", []),
+                            [r.get("against", 0 if i else None) for i, r in enumerate(q["rows"])]))
     return out

@@ -44,12 +44,19 @@ ABLATION_HINT = ("No ablations in this report yet. `skillrouter ablations --conf
 
 @dataclass
 class Ablation:
-    """One question of the paper's ablations: evaluated rows (label, result), the first being the reference."""
+    """One question of the paper's ablations: evaluated rows (label, result). `against[i]` is the row that row i's
+    differences are taken against (None: none); by default every row against the first."""
 
     name: str
     question: str
     rows: list[tuple[str, EvalResult]]
     notes: list[str] = field(default_factory=list)
+    against: list[int | None] | None = None
+
+    def reference(self, i: int) -> int | None:
+        if self.against is not None:
+            return self.against[i]
+        return None if i == 0 else 0
 
 
 def pct(value: float) -> str:
@@ -142,15 +149,20 @@ def comparisons_table(results: Sequence[EvalResult], retrieve_k: int | None = 20
 
 
 def ablation_table(ablation: Ablation) -> str:
-    ref = ablation.rows[0][1]
+    """One row per variant with its metrics and its differences from the row it is compared with."""
+    refs = [ablation.reference(i) for i in range(len(ablation.rows))]
+    named = any(ref not in (None, 0) for ref in refs)  # say what each row is compared with unless it is row 0
     rows = []
-    for label, r in ablation.rows:
+    for (label, r), ref in zip(ablation.rows, refs):
         values = [pct(_metric(r, m)) for m in PLOT_METRICS]
-        deltas = [delta(_metric(r, m) - _metric(ref, m)) if r is not ref else "" for m in DELTA_METRICS[:2]]
-        rows.append([label, f"`{r.system}`", *values, *deltas])
+        base = ablation.rows[ref][1] if ref is not None else None
+        deltas = [delta(_metric(r, m) - _metric(base, m)) if base else "" for m in DELTA_METRICS[:2]]
+        against = [ablation.rows[ref][0] if ref is not None else ""] if named else []
+        rows.append([label, f"`{r.system}`", *values, *deltas, *against])
     headers = ["variant", "system", *(SHORT.get(m, m) for m in PLOT_METRICS),
-               *(f"Δ {SHORT.get(m, m)}" for m in DELTA_METRICS[:2])]
-    return markdown_table(headers, rows, right=[False, False, *([True] * (len(PLOT_METRICS) + 2))])
+               *(f"Δ {SHORT.get(m, m)}" for m in DELTA_METRICS[:2]), *(["Δ against"] if named else [])]
+    return markdown_table(headers, rows, right=[False, False, *([True] * (len(PLOT_METRICS) + 2)),
+                                                *([False] if named else [])])
 
 
 # -- plots ---------------------------------------------------------------------------------------------------------
@@ -356,14 +368,10 @@ def write_run_report(run_dir: str | Path, systems: Sequence[str] | None = None, 
                      title: str | None = None, retrieve_k: int | None = 20) -> Path:
     """(Re)build a run's report from what it saved: `RUN_DIR/eval/*` and, when they have run, the ablations
     (`RUN_DIR/ablations/ablations.json`). Writes `RUN_DIR/report/report.md` (or into `out_dir`)."""
-    from skillrouter.evaluation.ablations import read_ablations, stale_models
+    from skillrouter.evaluation.ablations import read_ablations, report_notes
 
     root = Path(run_dir)
-    notes = [f"Run `{root}`; rebuild this page with `skillrouter report --run {root}`."]
-    stale = stale_models(root)
-    if stale:
-        notes.append(f"The ablations below predate the run's current {' and '.join(stale)}: run `skillrouter "
-                     "ablations` again to bring them up to date.")
+    notes = [f"Run `{root}`; rebuild this page with `skillrouter report --run {root}`.", *report_notes(root)]
     for kind in ("encoder", "reranker"):
         info = root / "models" / kind / "skillrouter.json"
         if info.exists():
