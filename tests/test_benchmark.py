@@ -121,7 +121,7 @@ def test_dense_systems(eval_core_dir):
 
 
 def test_reciprocal_rank_fusion():
-    from skillrouter.systems import reciprocal_rank_fusion
+    from skillrouter.retrieval import reciprocal_rank_fusion
 
     fused = reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], k=60)
     assert [i for i, _ in fused] == ["b", "a", "d", "c"]

@@ -82,6 +82,30 @@ def test_filtered_candidates_are_replaced_from_the_same_source():
     assert stats["removed_same_name"] == 1 and stats["backfilled"] == 0
 
 
+def test_without_the_false_negative_filter_flagged_candidates_stay_and_are_counted():
+    """`mining.filter_false_negatives=false`: the same draws, but a flagged candidate is kept where the filter would
+    have replaced it by the source's next one; the counters say how many were kept, by layer."""
+    index, emb, _ = make_index()
+    rng = np.random.default_rng(1)
+    qe = query_for(emb, 4, rng)
+    nearest = [int(i) for i in np.argsort(-(emb @ qe)) if i != 4][:5]
+    names = [f"name-{i}" for i in range(30)]
+    names[nearest[0]] = names[nearest[2]] = "NAME_4"  # two look-alikes of the positive among its nearest
+    index, _, _ = make_index(names=names)
+    filtered, on = mine_batch(index, ["q"], ["topic4x1"], ["s4"], qe[None], MiningConfig())
+    unfiltered, off = mine_batch(index, ["q"], ["topic4x1"], ["s4"], qe[None],
+                                 MiningConfig(filter_false_negatives=False))
+    dense_on = [n["skill_id"] for n in filtered[0] if n["source"] == DENSE]
+    dense_off = [n["skill_id"] for n in unfiltered[0] if n["source"] == DENSE]
+    assert dense_off == [f"s{i}" for i in nearest[:4]]  # the four nearest, look-alikes included
+    assert dense_on == [f"s{i}" for i in nearest if i not in (nearest[0], nearest[2])] + dense_on[3:]
+    assert on["removed_same_name"] == 2 and on["kept_same_name"] == 0
+    assert off["removed_same_name"] == 0 and off["kept_same_name"] == 2
+    flagged = [n for n in unfiltered[0] if index.filter.reason(4, int(n["skill_id"][1:]))]
+    assert len(flagged) == off["kept_same_name"] + off["kept_body_jaccard"] + off["kept_embedding_cosine"]
+    assert len(unfiltered[0]) == len(filtered[0]) == 10 and off["examined"] == 10 and on["examined"] == 12
+
+
 def test_backfill_when_a_category_is_too_small():
     cats = [0] * 28 + [1, 1]  # the positive's category has one other member
     index, emb, _ = make_index(categories=cats)

@@ -90,8 +90,8 @@ def test_route_plan():
 
 def test_first_stage_filters_and_fusion(tmp_path):
     from skillrouter.index.build import build_index
+    from skillrouter.retrieval import build_bm25
     from skillrouter.serving.stages import Catalogue, FirstStage, RetrieveQuery
-    from skillrouter.systems import get_system
 
     skills = [Skill(id=f"s{i}", name=f"skill {i}", description=f"about {w}", body=f"{w} steps and {w} tips",
                     category="ab"[i % 2], source="x" if i < 3 else "y")
@@ -110,7 +110,7 @@ def test_first_stage_filters_and_fusion(tmp_path):
 
     with open_index(config) as index:
         catalogue = Catalogue(skills)
-        bm25 = get_system("bm25").build(skills, config)
+        bm25 = build_bm25(skills, config.bm25)
         stage = FirstStage(catalogue, index, Encoder(), bm25, fusion_depth=6)
         dense, sparse, hybrid, filtered, both = stage.search([
             RetrieveQuery("like 3", 2, "dense"), RetrieveQuery("excel", 3, "bm25"),

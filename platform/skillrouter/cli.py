@@ -1,5 +1,5 @@
-"""`skillrouter` command line: ingest, route, eval, export-devset, synth, generate-queries, mine, index, serve,
-pipeline, systems.
+"""`skillrouter` command line: ingest, route, eval, report, ablations, export-devset, synth, generate-queries, mine,
+index, serve, pipeline, systems.
 
 Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
 `skillrouter pipeline --config configs/minilm.yaml eval.top_k=20 corpus.strict=true`.
@@ -72,6 +72,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{n_ids} relevance ids in {len(bench.missing_ids)} tasks are absent from the pool "
               f"(counted as not retrieved; listed in metrics.json)")
     print(metrics_table(results))
+    if args.report:
+        from skillrouter.evaluation.report import write_report
+
+        path = write_report(results, args.out, title=f"skillrouter evaluation: {bench.name}",
+                            retrieve_k=config.routing.retrieve_k)
+        print(f"wrote {path} and its plots")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from skillrouter.evaluation.report import write_run_report
+
+    config = _config(args)
+    run_dir = args.run or config.run_dir
+    path = write_run_report(run_dir, config.eval.systems, args.out, args.title, config.routing.retrieve_k)
+    print(f"wrote {path} and its plots ({', '.join(p.name for p in sorted(path.parent.glob('*.png')))})")
+    return 0
+
+
+def cmd_ablations(args: argparse.Namespace) -> int:
+    from skillrouter.evaluation.ablations import run_ablations
+    from skillrouter.evaluation.report import ablation_table, write_run_report
+
+    config = _config(args)
+    if args.run:
+        config.run_dir = args.run
+    for ablation in run_ablations(config, args.only):
+        print(f"\n{ablation.question}\n{ablation_table(ablation)}")
+    path = write_run_report(config.run_dir, config.eval.systems, retrieve_k=config.routing.retrieve_k)
+    print(f"\nwrote {path} (ablations section and ablations.png)")
     return 0
 
 
@@ -205,8 +235,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_systems(args: argparse.Namespace) -> int:
+    width = max(len(name) for name in SYSTEMS)
     for s in SYSTEMS.values():
-        print(f"{s.name:<10} {s.description}")
+        print(f"{s.name:<{width}}  {s.description}")
+    print("\nalso: dense:MODEL and dense-nd:MODEL (any bi-encoder, full text or name | description), hybrid:DENSE "
+          "(RRF of a dense system and bm25); any of them +reranker (the profile's) or +rerank:MODEL")
     return 0
 
 
@@ -241,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="predictions kept per task (default: eval.top_k)")
     p.add_argument("--distractors", action="append", metavar="SRC",
                    help="add unlabelled skills from SRC to the pool (default: eval.distractors)")
+    p.add_argument("--report", action="store_true", help="also write OUT/report.md with plots")
+
+    p = add("report", cmd_report, "(re)build a run's report.md and plots from its saved evaluation results")
+    p.add_argument("--run", help="run directory (default: the profile's run_dir)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/report)")
+    p.add_argument("--title", help="the page's title")
+
+    p = add("ablations", cmd_ablations, "the paper's ablations on a finished run: train the variants they need, "
+                                        "evaluate, add them to the report")
+    p.add_argument("--run", help="run directory (default: the profile's run_dir)")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this ablation; repeat for several (text-bm25, text-inference, text-training, "
+                        "reranker-loss, fn-filter)")
 
     p = add("export-devset", cmd_export_devset, "write the bundled dev set in the eval_core layout")
     p.add_argument("--out", required=True)

@@ -78,6 +78,8 @@ class MiningConfig(_Section):
     random_negatives: int = Field(1, ge=0)
     jaccard_threshold: float = Field(0.6, ge=0, le=1, description="body word-trigram Jaccard")
     cosine_threshold: float = Field(0.92, ge=-1, le=1)
+    filter_false_negatives: bool = Field(True, description="drop candidates the three layers flag as possible "
+                                         "positives; false keeps them (the paper's ablation), counting them instead")
     candidate_margin: int = Field(20, ge=0, description="extra dense/BM25 candidates kept for back-fill")
     num_perm: int = Field(128, ge=16, description="MinHash permutations for the Jaccard LSH")
     lsh_threshold: float = Field(0.4, gt=0, le=1, description="LSH candidate threshold; exact Jaccard decides")
@@ -139,6 +141,9 @@ class EncoderTrainConfig(TrainConfig):
     temperature: float = Field(0.05, gt=0)
     learning_rate: float = Field(2e-5, gt=0)
     mask_margin: float | None = Field(None, description="mask negatives scoring above the positive + margin")
+    skill_text: Literal["full", "name_description"] = Field(
+        "full", description="what the encoder reads of each skill in training: the full text (name | description | "
+                            "body), or name | description only (the paper's ablation; evaluate it as finetuned-nd)")
 
 
 class RerankerTrainConfig(TrainConfig):
@@ -355,10 +360,12 @@ def read_profile(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(read_profile(base_path, (*seen, path.resolve())), data)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), model: type[BaseModel] = PipelineConfig):
-    """Load a YAML profile (or the defaults when `path` is None), apply overrides, validate everything."""
-    origin = str(path) if path else "<defaults>"
-    data = read_profile(Path(path)) if path else {}
+def load_config(path: str | Path | None = None, overrides: list[str] = (), model: type[BaseModel] = PipelineConfig,
+                base: dict[str, Any] | None = None):
+    """Load a YAML profile (or `base`, a profile as a dict, or the defaults when both are None), apply overrides,
+    validate everything."""
+    origin = str(path) if path else "<defaults>" if base is None else "<profile>"
+    data = read_profile(Path(path)) if path else dict(base or {})
     try:
         model.model_validate(data)
     except ValidationError as err:

@@ -1,6 +1,6 @@
 """The main job: one profile drives every stage, each writing plain files under the run directory.
 
-    ingest -> queries -> mining -> encoder -> reranker -> index -> serve -> eval
+    ingest -> queries -> mining -> encoder -> reranker -> index -> serve -> eval -> report
 
 Every stage can be skipped (`--skip mining,serve`: its outputs from an earlier run are used as they are) and
 resumes from its outputs: a stage whose inputs are unchanged since its last run is not run again (its stamp in
@@ -21,6 +21,7 @@ from skillrouter.config import PipelineConfig
 from skillrouter.corpus.categories import load_categories
 from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
 from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
+from skillrouter.evaluation.report import write_run_report
 from skillrouter.evaluation.runner import evaluate_system, metrics_table, read_result, write_result
 from skillrouter.fingerprints import content_version, digest
 from skillrouter.index.build import index_uri
@@ -32,7 +33,7 @@ from skillrouter.routing import Route
 from skillrouter.tables import format_table, shorten
 from skillrouter.training.job import KINDS, print_training_summary, run_training
 
-STAGES = ("ingest", "queries", "mining", *KINDS, "index", "serve", "eval")
+STAGES = ("ingest", "queries", "mining", *KINDS, "index", "serve", "eval", "report")
 
 
 def routes_table(routes: list[Route], width: int = 60) -> str:
@@ -166,6 +167,13 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
     results = evaluate(config, stages, out, log)
     if results:
         log(metrics_table(results))
+
+    def do_report():
+        out["report"] = write_run_report(run_dir, config.eval.systems, retrieve_k=config.routing.retrieve_k)
+        log(f"   {out['report']} with " + ", ".join(p.name for p in sorted(out["report"].parent.glob("*.png")))
+            + "; the paper's ablations: `skillrouter ablations --config ...` adds them")
+    if results:
+        stages.run("report", "report: metrics per system, Hit@k curves, the paper's comparisons", do_report)
 
     log(f"\n== done in {time.perf_counter() - started:.1f} s; outputs:")
     for name, path in out.items():

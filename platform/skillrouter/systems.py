@@ -1,10 +1,15 @@
 """Named retrieval systems, so that `skillrouter eval --system NAME` and `Router(system=NAME)` mean one thing.
 
 A system turns a list of skills into a `Retriever`: `search(queries, k) -> (indices, scores)`, indices into that
-list, best first. Fixed names: `bm25`, `bm25-nd`, `minilm` (the bundled encoder, zero-shot), `finetuned` (the
-encoder trained by the profile's run), `hybrid` (reciprocal rank fusion of `minilm` and `bm25`). `dense:MODEL` is a
-bi-encoder from a Hugging Face id or a local path; `hybrid:SYSTEM` fuses any dense system with `bm25`
-(`hybrid:finetuned`, `hybrid:dense:MODEL`).
+list, best first. Every first stage is `skillrouter.retrieval.FirstStage`, the class serving runs (with an exact
+in-memory dense search where serving searches Milvus), and every reranked system calls the reranker and orders
+its answer with the functions serving uses (`retrieval.rerank_scores`, `retrieval.rerank_order`).
+
+Fixed names: `bm25`, `bm25-nd` (name and description only), `minilm` (the bundled encoder, zero-shot), `finetuned`
+(the encoder trained by the profile's run), `hybrid` (reciprocal rank fusion of `minilm` and `bm25`, as serving's
+`hybrid` first stage). A dense system ending in `-nd` (`minilm-nd`, `finetuned-nd`, `dense-nd:MODEL`) embeds each
+skill's name and description only, the paper's ablation. `dense:MODEL` is a bi-encoder from a Hugging Face id or
+a local path; `hybrid:SYSTEM` fuses any dense system with `bm25` (`hybrid:finetuned`, `hybrid:dense:MODEL`).
 
 Any of them followed by `+reranker` (the profile's trained reranker) or `+rerank:MODEL` is retrieve-then-rerank:
 the first stage's top `routing.retrieve_k` (20, as in the paper) are rescored by the cross-encoder over the full
@@ -13,20 +18,25 @@ skill text; the rest of the first stage's ranking follows them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 
 from skillrouter.config import PipelineConfig
-from skillrouter.corpus.skill import Skill
-from skillrouter.mining.bm25 import BM25Index, top_k
+from skillrouter.corpus.skill import Skill, SkillText
+from skillrouter.retrieval import (
+    Catalogue,
+    ExactDense,
+    FirstStage,
+    RetrieveQuery,
+    build_bm25,
+    rerank_order,
+    rerank_scores,
+)
 
-RRF_K = 60  # Cormack et al. (2009): the constant that damps the weight of the very first ranks
-FUSION_DEPTH = 100  # candidates each fused system contributes
-
-Item = TypeVar("Item", bound=Hashable)
+QUERY_BATCH = 256  # queries per first-stage call: bounds the (queries x skills) score matrices
 
 
 class Retriever(Protocol):
@@ -34,37 +44,64 @@ class Retriever(Protocol):
 
 
 @dataclass(frozen=True)
+class DenseModel:
+    """A bi-encoder of a system: `model(config)` gives the model (id or path) and its max length at build time
+    (`finetuned` reads the profile); `fields` is what it reads of each skill."""
+
+    model: Callable[[PipelineConfig], tuple[str, int]]
+    fields: SkillText = "full"
+
+
+@dataclass(frozen=True)
 class System:
     name: str
     description: str
     build: Callable[[Sequence[Skill], PipelineConfig], Retriever]
+    dense: DenseModel | None = None  # what `hybrid:NAME` fuses with bm25
 
 
-def _bm25(field: Callable[[Skill], str]) -> Callable[[Sequence[Skill], PipelineConfig], Retriever]:
-    def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
-        c = config.bm25
-        return BM25Index.build([field(s) for s in skills], k1=c.k1, b=c.b, epsilon=c.epsilon,
-                               progress=len(skills) > 20_000)
-    return build
+class StageRetriever:
+    """One kind of the shared first stage (`dense`, `bm25` or `hybrid`) as a `Retriever` over its catalogue."""
 
-
-class DenseRetriever:
-    """Cosine similarity between an encoder's query and skill embeddings, exact (a matrix product)."""
-
-    def __init__(self, skills: Sequence[Skill], model: str, max_length: int):
-        from skillrouter.models.encoder import Encoder, EncoderSpec  # torch only for the systems that need it
-
-        self.encoder = Encoder.load(EncoderSpec(model=model, max_length=max_length))
-        self.embeddings = self.encoder.encode_skills(skills)
+    def __init__(self, stage: FirstStage, kind: str):
+        self.stage, self.kind = stage, kind
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        return top_k(self.encoder.encode_queries(list(queries)) @ self.embeddings.T, k)
+        k = min(k, len(self.stage.catalogue))
+        hits = []
+        for start in range(0, len(queries), QUERY_BATCH):
+            batch = [RetrieveQuery(q, k, self.kind) for q in queries[start:start + QUERY_BATCH]]
+            hits += [r.hits for r in self.stage.search(batch)]
+        rows = self.stage.catalogue.rows
+        return (np.array([[rows[s] for s, _ in h] for h in hits], dtype=np.int64).reshape(len(hits), k),
+                np.array([[x for _, x in h] for h in hits], dtype=np.float64).reshape(len(hits), k))
 
 
-def _dense(model: str) -> Callable[[Sequence[Skill], PipelineConfig], Retriever]:
-    def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
-        return DenseRetriever(skills, model, config.mining.encoder_max_length)
-    return build
+def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseModel | None = None,
+                bm25_text: Callable[[Skill], str] | None = None) -> FirstStage:
+    """The shared first stage over `skills`: an encoder with exact dense search, BM25 over `bm25_text`, or both;
+    fused as serving fuses (`serving.fusion_depth`, `serving.rrf_k`)."""
+    catalogue = Catalogue(skills)
+    encoder = search = bm25 = None
+    if dense is not None:
+        from skillrouter.models.encoder import Encoder, EncoderSpec  # torch only for the systems that need it
+
+        model, max_length = dense.model(config)
+        encoder = Encoder.load(EncoderSpec(model=model, max_length=max_length))
+        search = ExactDense(catalogue, encoder.encode_skills(catalogue.skills, fields=dense.fields))
+    if bm25_text is not None:
+        bm25 = build_bm25(catalogue.skills, config.bm25, bm25_text)
+    return FirstStage(catalogue, encoder, search, bm25, config.serving.fusion_depth, config.serving.rrf_k)
+
+
+def _bm25_system(name: str, description: str, text: Callable[[Skill], str]) -> System:
+    return System(name, description, lambda skills, config: StageRetriever(
+        first_stage(skills, config, bm25_text=text), "bm25"))
+
+
+def _dense_system(name: str, description: str, dense: DenseModel) -> System:
+    return System(name, description, lambda skills, config: StageRetriever(
+        first_stage(skills, config, dense=dense), "dense"), dense)
 
 
 def trained_model(config: PipelineConfig, kind: str) -> str:
@@ -75,40 +112,21 @@ def trained_model(config: PipelineConfig, kind: str) -> str:
     return str(path)
 
 
-def _finetuned(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
-    return DenseRetriever(skills, trained_model(config, "encoder"), config.encoder.max_length)
+def _minilm(config: PipelineConfig) -> tuple[str, int]:
+    return "minilm", config.mining.encoder_max_length
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Item]], k: int = RRF_K) -> list[tuple[Item, float]]:
-    """Fuse rankings (items best first) by reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank),
-    ranks from 1 (Cormack, Clarke and Buettcher, SIGIR 2009). Only ranks count, so scores on different scales
-    (cosine, BM25) need no calibration. Ties go to the item met first reading the rankings rank by rank."""
-    scores: dict[Item, float] = {}
-    for depth in range(max((len(r) for r in rankings), default=0)):
-        for ranking in rankings:
-            if depth < len(ranking):
-                item = ranking[depth]
-                scores[item] = scores.get(item, 0.0) + 1.0 / (k + depth + 1)
-    return sorted(scores.items(), key=lambda kv: -kv[1])  # stable: first met wins a tie
+def _finetuned(config: PipelineConfig) -> tuple[str, int]:
+    return trained_model(config, "encoder"), config.encoder.max_length
 
 
-class HybridRetriever:
-    """Reciprocal rank fusion of several first stages (a dense encoder and BM25): each contributes its top
-    `depth`, and the fused order is cut to k."""
-
-    def __init__(self, retrievers: Sequence[Retriever], depth: int = FUSION_DEPTH, k: int = RRF_K):
-        self.retrievers, self.depth, self.k = list(retrievers), depth, k
-
-    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        rankings = [r.search(queries, max(k, self.depth))[0] for r in self.retrievers]
-        # each row holds min(k, corpus size) items: every ranking alone has at least that many
-        fused = [reciprocal_rank_fusion([list(r[q]) for r in rankings], self.k)[:k] for q in range(len(queries))]
-        return (np.array([[i for i, _ in f] for f in fused], dtype=np.int64),
-                np.array([[s for _, s in f] for f in fused], dtype=np.float64))
+def _model(model: str) -> Callable[[PipelineConfig], tuple[str, int]]:
+    return lambda config: (model, config.mining.encoder_max_length)
 
 
 class RerankRetriever:
-    """A first stage's top `retrieve_k` rescored by a cross-encoder; the first stage's order after them."""
+    """A first stage's top `retrieve_k` rescored by a cross-encoder, in serving's order (`rerank_order`): the
+    reranked head, then the first stage's tail, scored below every reranked skill."""
 
     def __init__(self, first: Retriever, skills: Sequence[Skill], model: str, max_length: int, retrieve_k: int):
         from skillrouter.models.reranker import Reranker, RerankerSpec
@@ -117,19 +135,17 @@ class RerankRetriever:
         self.reranker = Reranker.load(RerankerSpec(model=model, max_length=max_length))
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        indices, first_scores = self.first.search(queries, max(k, self.retrieve_k))
+        indices, _ = self.first.search(queries, max(k, self.retrieve_k))
+        heads = [[self.skills[i] for i in row[: self.retrieve_k]] for row in indices]
+        scored = rerank_scores(self.reranker, list(zip(queries, heads)))
         out_idx, out_scores = [], []
-        heads = [idx[: self.retrieve_k] for idx in indices]
-        scored = self.reranker.score_batch([(q, [self.skills[i] for i in head]) for q, head in zip(queries, heads)])
-        for idx, head, scores in zip(indices, heads, scored):
-            scores = scores.numpy()
-            order = np.argsort(-scores, kind="stable")
-            tail = idx[self.retrieve_k:k]
+        for row, scores in zip(indices, scored):
+            ordered = rerank_order([(self.skills[i].id, i) for i in row], scores, self.retrieve_k)[:k]
+            floor = min(scores.values(), default=0.0) - 1.0
+            out_idx.append([i for _, i in ordered])
             # the tail keeps its first-stage order below every reranked score
-            tail_scores = scores.min() - 1.0 - np.arange(len(tail), dtype=np.float64)
-            out_idx.append(np.concatenate([head[order], tail])[:k])
-            out_scores.append(np.concatenate([scores[order], tail_scores])[:k])
-        return np.array(out_idx), np.array(out_scores)
+            out_scores.append([scores[s] if s in scores else floor - j for j, (s, _) in enumerate(ordered)])
+        return np.array(out_idx, dtype=np.int64), np.array(out_scores, dtype=np.float64)
 
 
 def _reranked(first: System, model: str | None) -> System:
@@ -144,22 +160,36 @@ def _reranked(first: System, model: str | None) -> System:
 
 def _hybrid(dense: System) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
-        return HybridRetriever([dense.build(skills, config), SYSTEMS["bm25"].build(skills, config)])
+        return StageRetriever(first_stage(skills, config, dense=dense.dense, bm25_text=Skill.text), "hybrid")
     return System(f"hybrid:{dense.name}" if dense.name != "minilm" else "hybrid",
-                  f"reciprocal rank fusion (k={RRF_K}) of {dense.name} and bm25, top {FUSION_DEPTH} of each", build)
+                  f"reciprocal rank fusion of {dense.name} and bm25 (serving's hybrid: serving.rrf_k, the top "
+                  f"serving.fusion_depth of each)", build)
 
 
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in [
-        System("bm25", "BM25 over the full skill text: name | description | body", _bm25(Skill.text)),
-        System("bm25-nd", "BM25 over name | description only (the paper's metadata-only baseline)",
-               _bm25(Skill.name_description)),
-        System("minilm", "the bundled all-MiniLM-L6-v2 bi-encoder, zero-shot, over the full text", _dense("minilm")),
-        System("finetuned", "the encoder fine-tuned by this profile's run (encoder.output_dir)", _finetuned),
+        _bm25_system("bm25", "BM25 over the full skill text: name | description | body", Skill.text),
+        _bm25_system("bm25-nd", "BM25 over name | description only (the paper's metadata-only baseline)",
+                     Skill.name_description),
+        _dense_system("minilm", "the bundled all-MiniLM-L6-v2 bi-encoder, zero-shot, over the full text",
+                      DenseModel(_minilm)),
+        _dense_system("minilm-nd", "minilm over name | description only", DenseModel(_minilm, "name_description")),
+        _dense_system("finetuned", "the encoder fine-tuned by this profile's run (encoder.output_dir)",
+                      DenseModel(_finetuned)),
+        _dense_system("finetuned-nd", "the fine-tuned encoder over name | description only",
+                      DenseModel(_finetuned, "name_description")),
     ]
 }
 SYSTEMS["hybrid"] = _hybrid(SYSTEMS["minilm"])
+
+
+def trained_kinds(name: str) -> set[str]:
+    """The profile's trained models a system uses: `encoder` for `finetuned`, `finetuned-nd` and their hybrids,
+    `reranker` for `+reranker` (a `dense:PATH` or `+rerank:PATH` names its model itself)."""
+    first, plus, second = name.partition("+")
+    kinds = {"encoder"} if first.removeprefix("hybrid:") in ("finetuned", "finetuned-nd") else set()
+    return kinds | ({"reranker"} if plus and second == "reranker" else set())
 
 
 def get_system(name: str) -> System:
@@ -172,14 +202,17 @@ def get_system(name: str) -> System:
         raise ValueError(f"unknown second stage '{second}' in '{name}': use +reranker or +rerank:MODEL")
     if name.startswith("hybrid:") and len(name) > len("hybrid:"):
         dense = get_system(name.removeprefix("hybrid:"))
-        if dense.name in ("bm25", "bm25-nd") or dense.name.startswith("hybrid"):
+        if dense.dense is None:
             raise ValueError(f"'{name}': hybrid fuses a dense system (minilm, finetuned, dense:MODEL) with bm25")
         return _hybrid(dense)
-    if name.startswith("dense:") and len(name) > len("dense:"):
-        model = name.removeprefix("dense:")
-        return System(name, f"bi-encoder {model}", _dense(model))
+    for prefix, fields in (("dense:", "full"), ("dense-nd:", "name_description")):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            model = name.removeprefix(prefix)
+            what = "" if fields == "full" else " over name | description only"
+            return _dense_system(name, f"bi-encoder {model}{what}", DenseModel(_model(model), fields))
     try:
         return SYSTEMS[name]
     except KeyError:
         raise ValueError(f"unknown system '{name}'; available: {', '.join(sorted(SYSTEMS))}, "
-                         f"or dense:MODEL, or hybrid:DENSE; any of them +reranker or +rerank:MODEL") from None
+                         f"or dense:MODEL, dense-nd:MODEL, or hybrid:DENSE; any of them +reranker or "
+                         f"+rerank:MODEL") from None

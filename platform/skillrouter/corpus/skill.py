@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+SkillText = Literal["full", "name_description"]
 SKILL_COLUMNS = ("id", "name", "description", "body", "category", "source", "metadata", "content_hash")
 
 
@@ -27,7 +29,16 @@ class Skill:
         return f"{self.name} | {self.description} | {self.body}"
 
     def name_description(self) -> str:
+        """Metadata only, `name | description`: what the paper's baselines see (and lose 31-44 Hit@1 points)."""
         return f"{self.name} | {self.description}"
+
+    def routing_text(self, fields: SkillText = "full") -> str:
+        """The text a model reads: the full text, or name and description only (the paper's ablation)."""
+        if fields == "full":
+            return self.text()
+        if fields == "name_description":
+            return self.name_description()
+        raise ValueError(f"unknown skill text '{fields}': full or name_description")
 
     @property
     def content_hash(self) -> str:
@@ -61,3 +72,11 @@ class Skill:
             source=row.get("source") or "",
             metadata=meta,
         )
+
+
+def corpus_version(skills: Sequence[Skill]) -> str:
+    """A hash of every skill's id and content: equal for the same corpus, different when any skill changes."""
+    h = hashlib.sha256()
+    for s in skills:
+        h.update(f"{s.id}\t{s.content_hash}\n".encode())
+    return h.hexdigest()[:16]

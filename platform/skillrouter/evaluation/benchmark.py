@@ -11,13 +11,14 @@ retrieved: they stay in the labels (so they count as misses) and are reported in
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.corpus.sample import DEVSET_FILE, SKILLS_DIR
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import Skill, corpus_version
 
 SKIPPED_TASK_TYPES = {"generic_only"}
 
@@ -138,6 +139,14 @@ def add_distractors(bench: Benchmark, sources: list[str]) -> Benchmark:
                 extra.append(s)
     name = f"{bench.name}+{len(extra)}-distractors"
     return Benchmark(name, bench.tasks, bench.skills + extra, bench.missing_ids, bench.skipped)
+
+
+def benchmark_version(bench: Benchmark) -> str:
+    """A hash of the tasks (ids, requests, labels) and the pool's content: equal for the same benchmark."""
+    h = hashlib.sha256(corpus_version(bench.skills).encode())
+    for t in bench.tasks:
+        h.update(json.dumps([t.task_id, t.query, t.gt_skill_ids, sorted(t.relevance.items()), t.task_type]).encode())
+    return h.hexdigest()[:16]
 
 
 def export_eval_core(bench: Benchmark, out_dir: str | Path) -> Path:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skillrouter.config import PipelineConfig
-from skillrouter.evaluation.benchmark import Benchmark
+from skillrouter.evaluation.benchmark import Benchmark, Task, benchmark_version
 from skillrouter.evaluation.metrics import SUBSETS, aggregate, task_metrics
 from skillrouter.routing import Router
 from skillrouter.tables import format_table
@@ -25,10 +26,46 @@ class EvalResult:
     metrics: dict[str, dict[str, float]]
     missing_ids: dict[str, list[str]]
     seconds: float
+    hit_at_k: dict[str, list[float]] = field(default_factory=dict)  # subset -> Hit@k for k = 1, 2, ... top_k
+    pool_size: int | None = None  # skills the system ranked
+    provenance: dict = field(default_factory=dict)  # what the figures depend on besides the name (`provenance`)
 
     def to_json(self) -> dict:
-        return {"system": self.system, "benchmark": self.benchmark, "metrics": self.metrics,
-                "missing_relevance_ids": self.missing_ids, "seconds": round(self.seconds, 3)}
+        return {"system": self.system, "benchmark": self.benchmark, "pool_size": self.pool_size,
+                "metrics": self.metrics, "hit_at_k": self.hit_at_k, "missing_relevance_ids": self.missing_ids,
+                "seconds": round(self.seconds, 3), "provenance": self.provenance}
+
+
+def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int) -> dict:
+    """What a system's figures on a benchmark depend on besides its name: the benchmark's content, the training
+    fingerprints of the profile's models it uses, and the settings evaluation reads. Two results with equal
+    provenance are the same computation, so a saved one can stand in for a new one."""
+    from skillrouter.systems import trained_kinds
+
+    models = {}
+    for kind in sorted(trained_kinds(system)):
+        info = config.model_dir(kind) / "skillrouter.json"  # training.modules.EXPORT_INFO, without torch
+        models[kind] = json.loads(info.read_text()).get("fingerprint") if info.exists() else None
+    settings = {"bm25": config.bm25.model_dump(), "retrieve_k": config.routing.retrieve_k,
+                "fusion_depth": config.serving.fusion_depth, "rrf_k": config.serving.rrf_k,
+                "dense_max_length": config.mining.encoder_max_length, "encoder_max_length": config.encoder.max_length,
+                "reranker_max_length": config.reranker.max_length}
+    return {"benchmark": benchmark_version(bench), "models": models, "top_k": top_k, "settings": settings}
+
+
+def hit_curve(predictions: dict[str, list[str]], tasks: Sequence[Task], max_k: int) -> dict[str, list[float]]:
+    """Hit@k for k = 1..max_k over all, single- and multi-skill tasks: the share of tasks with a needed skill in
+    the top k (the curve that shows what a reranker given the top k could reach)."""
+    first_hit = {}
+    for t in tasks:
+        gt = set(t.gt_skill_ids)
+        first_hit[t.task_id] = next((r for r, s in enumerate(predictions.get(t.task_id, []), 1) if s in gt), None)
+    out = {}
+    for subset in SUBSETS:
+        ranks = [first_hit[t.task_id] for t in tasks if subset == "all" or t.task_type == subset]
+        out[subset] = [sum(r is not None and r <= k for r in ranks) / len(ranks) if ranks else float("nan")
+                       for k in range(1, max_k + 1)]
+    return out
 
 
 def evaluate_system(system: str, bench: Benchmark, config: PipelineConfig | None = None,
@@ -43,7 +80,9 @@ def evaluate_system(system: str, bench: Benchmark, config: PipelineConfig | None
     per_task = {t.task_id: task_metrics(predictions[t.task_id], set(t.gt_skill_ids), t.relevance)
                 for t in bench.tasks}
     metrics = aggregate(per_task, {t.task_id: t.task_type for t in bench.tasks})
-    return EvalResult(system, bench.name, predictions, metrics, bench.missing_ids, time.perf_counter() - started)
+    return EvalResult(system, bench.name, predictions, metrics, bench.missing_ids, time.perf_counter() - started,
+                      hit_curve(predictions, bench.tasks, top_k), len(bench.skills),
+                      provenance(system, bench, config, top_k))
 
 
 def write_result(result: EvalResult, out_dir: str | Path) -> Path:
@@ -54,12 +93,21 @@ def write_result(result: EvalResult, out_dir: str | Path) -> Path:
     return out
 
 
-def read_result(out_dir: str | Path) -> EvalResult:
-    """A result written by `write_result`."""
-    out = Path(out_dir)
-    saved = json.loads((out / "metrics.json").read_text())
-    return EvalResult(saved["system"], saved["benchmark"], json.loads((out / "predictions.json").read_text()),
-                      saved["metrics"], saved.get("missing_relevance_ids", {}), saved.get("seconds", 0.0))
+def read_result(directory: str | Path, bench: Benchmark | None = None) -> EvalResult:
+    """An `EvalResult` from what `write_result` wrote. Results written before `metrics.json` held the Hit@k curve
+    get it from the predictions and the labels of `bench`, when given."""
+    root = Path(directory)
+    try:
+        data = json.loads((root / "metrics.json").read_text())
+        predictions = json.loads((root / "predictions.json").read_text())
+    except FileNotFoundError as err:
+        raise ValueError(f"{root}: not an evaluation result ({err.filename} is missing)") from None
+    curve = data.get("hit_at_k") or {}
+    if not curve and bench is not None:
+        curve = hit_curve(predictions, bench.tasks, max((len(p) for p in predictions.values()), default=1))
+    return EvalResult(data["system"], data["benchmark"], predictions, data["metrics"],
+                      data.get("missing_relevance_ids", {}), data.get("seconds", 0.0), curve, data.get("pool_size"),
+                      data.get("provenance", {}))
 
 
 def metrics_table(results: list[EvalResult], metrics: tuple[str, ...] = TABLE_METRICS) -> str:

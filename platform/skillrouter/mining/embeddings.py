@@ -15,17 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import Skill, corpus_version
 from skillrouter.models.encoder import Encoder, EncoderSpec
 from skillrouter.models.loading import model_version
 from skillrouter.raycluster import ensure_ray
-
-
-def corpus_version(skills: Sequence[Skill]) -> str:
-    h = hashlib.sha256()
-    for s in skills:
-        h.update(f"{s.id}\t{s.content_hash}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]) -> Path:

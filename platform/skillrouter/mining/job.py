@@ -36,7 +36,7 @@ NEGATIVE = pa.struct([("skill_id", pa.string()), ("source", pa.string()), ("scor
 GROUP_SCHEMA = pa.schema([("query_id", pa.string()), ("query", pa.string()), ("positive_id", pa.string()),
                           ("negatives", pa.list_(NEGATIVE))])
 STAT_KEYS = ("queries", "negatives", "examined", "backfilled", "short_groups",
-             *(f"removed_{layer}" for layer in LAYERS))
+             *(f"{what}_{layer}" for what in ("removed", "kept") for layer in LAYERS))
 
 
 def encoder_spec(cfg: MiningConfig) -> EncoderSpec:
@@ -131,8 +131,10 @@ def run_mining(skills: Sequence[Skill], queries: pa.Table, config: PipelineConfi
     removed = {layer: stats[f"removed_{layer}"] for layer in LAYERS}
     summary = {
         "queries": stats["queries"], "negatives": stats["negatives"], "by_source": dict(source_counts),
-        "candidates_examined": stats["examined"], "removed_by_layer": removed,
-        "removed_share": round(sum(removed.values()) / max(stats["examined"], 1), 4),
+        "candidates_examined": stats["examined"], "filter_false_negatives": cfg.filter_false_negatives,
+        "removed_by_layer": removed, "removed_share": round(sum(removed.values()) / max(stats["examined"], 1), 4),
+        # with the filter off: negatives the filter would have removed, kept in the groups
+        "flagged_kept_by_layer": {layer: stats[f"kept_{layer}"] for layer in LAYERS},
         "backfilled": stats["backfilled"], "short_groups": stats["short_groups"],
         "near_duplicate_pairs": near.num_pairs, "categories": categories.method,
         "encoder": cfg.encoder, "thresholds": {"jaccard": cfg.jaccard_threshold, "cosine": cfg.cosine_threshold},
@@ -183,9 +185,15 @@ def print_mining_summary(summary: dict, out: str | Path, log=print) -> None:
     removed = summary["removed_by_layer"]
     log(f"{summary['queries']:,} groups, {summary['negatives']:,} negatives "
         f"({', '.join(f'{k} {v:,}' for k, v in summary['by_source'].items())})")
-    log(f"false negatives removed: {', '.join(f'{k} {v:,}' for k, v in removed.items())} = "
-        f"{summary['removed_share']:.1%} of {summary['candidates_examined']:,} candidates; back-filled "
-        f"{summary['backfilled']:,}; short groups {summary['short_groups']}")
+    if summary.get("filter_false_negatives", True):
+        log(f"false negatives removed: {', '.join(f'{k} {v:,}' for k, v in removed.items())} = "
+            f"{summary['removed_share']:.1%} of {summary['candidates_examined']:,} candidates; back-filled "
+            f"{summary['backfilled']:,}; short groups {summary['short_groups']}")
+    else:
+        kept = summary["flagged_kept_by_layer"]
+        log(f"false-negative filter off (mining.filter_false_negatives=false): kept {sum(kept.values()):,} flagged "
+            f"negatives ({', '.join(f'{k} {v:,}' for k, v in kept.items())}) of {summary['candidates_examined']:,} "
+            f"candidates; back-filled {summary['backfilled']:,}; short groups {summary['short_groups']}")
     r = summary["lsh_recall"]
     log(f"LSH recall against exact Jaccard: {r['found']}/{r['exact_pairs']} pairs on a sample of {r['sample']}")
     log(f"wrote {Path(out) / GROUPS_FILE}, mining_stats.json and mining_sample.md")

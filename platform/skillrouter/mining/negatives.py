@@ -71,8 +71,10 @@ def _random_other(index: MiningIndex, positive: int, rng: np.random.Generator, d
 class _Group:
     """One query's negatives as they are drawn: each candidate is examined once, whichever source offers it."""
 
-    def __init__(self, index: MiningIndex, positive: int, stats: Counter, streams: dict[str, Iterator]):
+    def __init__(self, index: MiningIndex, positive: int, stats: Counter, streams: dict[str, Iterator],
+                 filtering: bool = True):
         self.index, self.positive, self.stats, self.streams = index, positive, stats, streams
+        self.filtering = filtering  # off: flagged candidates are kept and counted (the ablation without filter)
         self.seen = {positive}  # never the positive itself
         self.chosen: list[dict] = []
 
@@ -88,9 +90,11 @@ class _Group:
             self.seen.add(cand)
             self.stats["examined"] += 1
             reason = self.index.filter.reason(self.positive, cand)
-            if reason:
+            if reason and self.filtering:
                 self.stats[f"removed_{reason}"] += 1
                 continue
+            if reason:
+                self.stats[f"kept_{reason}"] += 1
             self.chosen.append({"skill_id": self.index.ids[cand], "source": source, "score": round(score, 6)})
             n -= 1
         return n
@@ -99,7 +103,7 @@ class _Group:
 def mine_batch(index: MiningIndex, query_ids: Sequence[str], queries: Sequence[str], positive_ids: Sequence[str],
                query_embeddings: np.ndarray, cfg: MiningConfig) -> tuple[list[list[dict]], Counter]:
     """Negatives (`skill_id, source, score`) for each query, and counters: candidates examined, removed by each
-    filter layer, back-filled, short groups."""
+    filter layer (with `cfg.filter_false_negatives` off: kept although flagged), back-filled, short groups."""
     want = quotas(cfg)
     margin = cfg.candidate_margin
     dense_scores = query_embeddings @ index.embeddings.T
@@ -113,7 +117,7 @@ def mine_batch(index: MiningIndex, query_ids: Sequence[str], queries: Sequence[s
         group = _Group(index, positive, stats, {
             DENSE: _ranked(dense_idx[q], dense_top[q]), BM25: _ranked(bm25_idx[q], bm25_top[q]),
             CATEGORY: _category(index, positive, rng, dense_scores[q]),
-            RANDOM: _random_other(index, positive, rng, dense_scores[q])})
+            RANDOM: _random_other(index, positive, rng, dense_scores[q])}, cfg.filter_false_negatives)
         missing = sum(group.take(source, want[source]) for source in SOURCES)
         for source in SOURCES:  # back-fill what a source could not supply from the others, in order
             if missing == 0:

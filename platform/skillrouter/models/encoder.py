@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import Skill, SkillText
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
 
 DEFAULT_TASK = "Given a user's request, retrieve the agent skill that best serves it"
@@ -83,8 +83,9 @@ class EncoderInputs:
         return f"Instruct: {self.spec.task}\nQuery:{query}" if self.decoder else query
 
     @staticmethod
-    def format_skill(skill: Skill) -> str:
-        return skill.text()
+    def format_skill(skill: Skill, fields: SkillText = "full") -> str:
+        """`name | description | body` (no instruction), or `name | description` for the paper's ablation."""
+        return skill.routing_text(fields)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of formatted texts, truncated to `max_length`, unpadded."""
@@ -153,5 +154,5 @@ class Encoder(EncoderInputs):
     def encode_queries(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return self.encode([self.format_query(q) for q in queries], batch_size)
 
-    def encode_skills(self, skills: Sequence[Skill], batch_size: int = 64) -> np.ndarray:
-        return self.encode([self.format_skill(s) for s in skills], batch_size)
+    def encode_skills(self, skills: Sequence[Skill], batch_size: int = 64, fields: SkillText = "full") -> np.ndarray:
+        return self.encode([self.format_skill(s, fields) for s in skills], batch_size)

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from skillrouter import __version__
 from skillrouter.config import PipelineConfig
 from skillrouter.index.store import SkillIndexError
+from skillrouter.retrieval import Catalogue, RetrieveQuery, rerank_order, rerank_scores
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
 from skillrouter.serving.generations import Generations
 from skillrouter.serving.metrics import replica_metrics
@@ -46,7 +47,7 @@ from skillrouter.serving.schemas import (
     SkillOut,
     Timings,
 )
-from skillrouter.serving.stages import Catalogue, FirstStage, RetrieveQuery, close_replica, load_first_stage
+from skillrouter.serving.stages import FirstStage, close_replica, load_catalogue, load_first_stage
 
 logger = logging.getLogger("ray.serve")  # Serve's replica logger: records carry the request id
 
@@ -211,16 +212,6 @@ def plan_route(body: RouteRequest, default_first_stage: str, has_reranker: bool,
     return RetrieveQuery(body.query, max(body.top_k, retrieve_k) if rerank else body.top_k,
                          body.first_stage or default_first_stage, filters.category if filters else None,
                          filters.source if filters else None), rerank
-
-
-def rerank_order(hits: list[tuple], scores: dict[str, float], retrieve_k: int) -> list[tuple]:
-    """The reranked head (best score first), then head candidates the reranker could not score, then the
-    first stage's tail in its own order (the evaluation's `RerankRetriever` orders the same way)."""
-    if not scores:
-        return list(hits)
-    head, tail = hits[:retrieve_k], hits[retrieve_k:]
-    scored = sorted((h for h in head if h[0] in scores), key=lambda h: -scores[h[0]])
-    return scored + [h for h in head if h[0] not in scores] + tail
 
 
 def _pairs(items: list[tuple[str, list[str]]]) -> int:
@@ -403,7 +394,7 @@ class RerankerDeployment:
             return
         self.model = Reranker.load(RerankerSpec(model=model, max_length=config.reranker.max_length))
         self.catalogue: Generations[Catalogue] = Generations(
-            generation_path(config), lambda previous: Catalogue.load(config), wait_s=config.serving.reload_wait_s)
+            generation_path(config), lambda previous: load_catalogue(config), wait_s=config.serving.reload_wait_s)
         # one request's pairs (up to routing.retrieve_k) must fit in a batch
         self._batch.set_max_batch_size(max(config.serving.rerank_batch_pairs, config.routing.retrieve_k))
         self._batch.set_batch_wait_timeout_s(config.serving.batch_wait_ms / 1000)
@@ -416,12 +407,11 @@ class RerankerDeployment:
         async with self.catalogue.use() as (catalogue, _):
             skills = [[s for s in map(catalogue.get, ids) if s is not None] for _, ids in items]
         started = time.perf_counter()
-        scores = await asyncio.to_thread(self.model.score_batch, [(q, s) for (q, _), s in zip(items, skills)])
+        scores = await asyncio.to_thread(rerank_scores, self.model, [(q, s) for (q, _), s in zip(items, skills)])
         ms = (time.perf_counter() - started) * 1000
         self.metrics.batch_size.observe(sum(len(s) for s in skills), tags={"stage": "rerank"})
         self.metrics.stage("rerank", ms)
-        return [{"scores": {s.id: float(x) for s, x in zip(row, t.tolist())}, "rerank_ms": ms}
-                for row, t in zip(skills, scores)]
+        return [{"scores": row, "rerank_ms": ms} for row in scores]
 
     async def ready(self) -> dict:
         if self.name is None:

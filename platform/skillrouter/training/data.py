@@ -42,13 +42,13 @@ class GroupTokenizer:
     Encoder rows: `query_ids` (the formatted query) and `doc_ids` (positive first, then negatives).
     Reranker rows: `doc_ids` holds one (query, skill) pair per skill, positive first; `query_ids` is empty."""
 
-    def __init__(self, kind: str, spec, skills_ref: list, negatives: int):
+    def __init__(self, kind: str, spec, skills_ref: list, negatives: int, skill_text: str = "full"):
         import ray
 
         from skillrouter.models.encoder import EncoderInputs
         from skillrouter.models.reranker import RerankerInputs
 
-        self.kind, self.negatives = kind, negatives
+        self.kind, self.negatives, self.skill_text = kind, negatives, skill_text
         self.inputs = (EncoderInputs if kind == "encoder" else RerankerInputs).from_spec(spec)
         self.skills: dict[str, Skill] = ray.get(skills_ref[0])
 
@@ -58,7 +58,7 @@ class GroupTokenizer:
             skills = [self.skills[i] for i in group_skills(row["positive_id"], row["negatives"], self.negatives)]
             if self.kind == "encoder":
                 q = self.inputs.tokenize([self.inputs.format_query(row["query"])])[0]
-                docs = self.inputs.tokenize([self.inputs.format_skill(s) for s in skills])
+                docs = self.inputs.tokenize([self.inputs.format_skill(s, self.skill_text) for s in skills])
             else:
                 q = []
                 docs = self.inputs.pair_ids([self.inputs.format_pair(row["query"], s) for s in skills])
@@ -70,8 +70,9 @@ class GroupTokenizer:
 
 
 def tokenized_dataset(kind: str, groups: pa.Table, skills: Sequence[Skill], spec, negatives: int, actors: int,
-                      rows_per_block: int = 64):
-    """A Ray Dataset of tokenized groups; one block per `rows_per_block` groups so the actor pool shares work."""
+                      rows_per_block: int = 64, skill_text: str = "full"):
+    """A Ray Dataset of tokenized groups; one block per `rows_per_block` groups so the actor pool shares work.
+    `skill_text` is what an encoder reads of each skill (`Skill.routing_text`)."""
     import ray
 
     missing = {i for i in groups.column("positive_id").to_pylist()} - {s.id for s in skills}
@@ -82,7 +83,7 @@ def tokenized_dataset(kind: str, groups: pa.Table, skills: Sequence[Skill], spec
     blocks = [groups.slice(i, rows_per_block) for i in range(0, groups.num_rows, rows_per_block)]
     return ray.data.from_arrow(blocks).map_batches(
         GroupTokenizer, fn_constructor_kwargs={"kind": kind, "spec": spec, "skills_ref": skills_ref,
-                                               "negatives": negatives},
+                                               "negatives": negatives, "skill_text": skill_text},
         batch_size=rows_per_block, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors))
 
 

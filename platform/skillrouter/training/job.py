@@ -57,8 +57,9 @@ def resolve_deepspeed(path: str | Path, t: TrainConfig, use_gpu: bool) -> dict:
 def fingerprint(kind: str, t: TrainConfig, groups: pa.Table, skills: Sequence[Skill], seed: int) -> str:
     h = hashlib.sha256(f"{kind}\n{t.model_dump_json(exclude={'output_dir', 'storage_path', 'log_every'})}\n"
                        f"{seed}\n{corpus_version(skills)}\n".encode())
-    for qid, pos in zip(groups.column("query_id").to_pylist(), groups.column("positive_id").to_pylist()):
-        h.update(f"{qid}\t{pos}\n".encode())
+    # the negatives too: groups mined again with other settings (the false-negative filter off) are other data
+    for qid, pos, negs in zip(*(groups.column(c).to_pylist() for c in ("query_id", "positive_id", "negatives"))):
+        h.update(f"{qid}\t{pos}\t{','.join(n['skill_id'] for n in negs)}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -106,6 +107,22 @@ def _follow(path: Path, total: int, log, stop: threading.Event) -> None:
         stop.wait(1.0)
 
 
+def up_to_date_export(out_dir: Path, fp: str) -> dict | None:
+    """The export info at `out_dir` when it was trained from inputs with fingerprint `fp`, else None."""
+    info_path = out_dir / EXPORT_INFO
+    summary = json.loads(info_path.read_text()) if info_path.exists() else {}
+    return summary if summary.get("fingerprint") == fp else None
+
+
+def is_up_to_date(kind: str, skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
+                  out_dir: str | Path | None = None) -> bool:
+    """Whether `run_training(kind, skills, groups, config)` would skip because the export at `out_dir` (default:
+    the profile's) was trained from these very inputs and settings."""
+    t = config.train(kind)
+    fp = fingerprint(kind, t, sample_groups(groups, t.max_groups, config.seed), skills, config.seed)
+    return up_to_date_export(Path(out_dir or config.model_dir(kind)).resolve(), fp) is not None
+
+
 def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
                  log=print) -> dict:
     """Fine-tune the `kind` model of `config` on mined `groups`; returns a summary with the export path."""
@@ -122,9 +139,8 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     storage = t.storage_path or str((run_dir / "train").resolve())
     groups = sample_groups(groups, t.max_groups, config.seed)
     fp = fingerprint(kind, t, groups, skills, config.seed)
-    info_path = out_dir / EXPORT_INFO
-    summary = json.loads(info_path.read_text()) if info_path.exists() else {}
-    if summary.get("fingerprint") == fp:
+    summary = up_to_date_export(out_dir, fp)
+    if summary is not None:
         log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); delete it to train again")
         return {**summary, "output_dir": str(out_dir), "skipped": True}
 
@@ -149,7 +165,8 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     started = time.perf_counter()
     # Tokenized before the workers start: the workers hold the cluster's CPUs, and Ray Data's actors need some.
     actors = max(1, min(4, int(ray.available_resources().get("CPU", 1))))
-    dataset = tokenized_dataset(kind, groups, skills, spec, t.negatives, actors).materialize()
+    skill_text = getattr(t, "skill_text", "full")
+    dataset = tokenized_dataset(kind, groups, skills, spec, t.negatives, actors, skill_text=skill_text).materialize()
     tokenize_s = time.perf_counter() - started
     log(f"{kind}: {t.model} on {groups.num_rows:,} groups x (1 + {t.negatives}) skills, {t.num_workers} "
         f"{'GPU' if use_gpu else 'CPU'} worker(s), {total} steps of {t.batch_size} x {t.grad_accum_steps} "
@@ -189,7 +206,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     info["final"] = reports[-1]  # all workers merged (the worker's own figure covers rank 0 only)
     info.update(fingerprint=fp, groups=groups.num_rows, train_seconds=round(time.perf_counter() - started, 1),
                 tokenize_seconds=round(tokenize_s, 1), run=str(result.path), log=str(log_path),
-                device="GPU" if use_gpu else "CPU")
+                device="GPU" if use_gpu else "CPU", skill_text=skill_text)
     (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)  # the export appears whole or not at all
