@@ -37,6 +37,10 @@ def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster)
         assert info["kind"] == kind and info["steps"] >= 3 and (tmp_path / "models" / kind / "config.json").exists()
     assert "finetuned+reranker" in out and "[exported]" in out
     assert (tmp_path / "corpus" / "skills.parquet").exists() and (tmp_path / "benchmark" / "relevance.json").exists()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| `finetuned+reranker` |" in report and "![Metrics per system](metrics.png)" in report
+    assert all((tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in ("metrics.png",
+                                                                                         "hit_at_k.png"))
 
     # a second run resumes from the outputs: nothing is mined, trained, indexed or evaluated again
     before = {p: p.stat().st_mtime_ns for p in [tmp_path / "mined" / "groups.parquet",
