@@ -182,6 +182,26 @@ def evaluate_cached(system: str, bench: Benchmark, config: PipelineConfig, out: 
     return result, out
 
 
+def baseline_models(kinds: Sequence[str], skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
+                    log=print) -> dict[str, Path]:
+    """The baseline's model of each kind: the run's own when it is up to date with the profile (same settings,
+    same groups), else one trained for the ablations under `RUN_DIR/ablations/baseline` (once: a rerun skips)."""
+    from skillrouter.training.job import is_up_to_date, run_training
+
+    baseline = variant_config(config, VARIANTS[BASELINE], Path(config.run_dir))
+    models: dict[str, Path] = {}
+    for kind in kinds:
+        if is_up_to_date(kind, skills, groups, config):
+            models[kind] = config.model_dir(kind)
+            log(f"baseline {kind}: the run's own ({models[kind]})")
+            continue
+        log(f"\n== baseline {kind}: the run's export is missing or was trained from other settings or data; "
+            f"one trained for the ablations (under {baseline.run_dir})")
+        summary = run_training(kind, skills, groups, baseline, log=lambda line: log("   " + line))
+        models[kind] = Path(summary["output_dir"])
+    return models
+
+
 def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log=print) -> list[Ablation]:
     """Train, mine and evaluate what the chosen questions need on the run of `config` (its `run_dir` must hold a
     finished main run: corpus, queries, mined groups, benchmark); write `ablations.json`; return the ablations."""
@@ -189,7 +209,7 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
     from skillrouter.evaluation.benchmark import load_eval_core
     from skillrouter.mining.job import GROUPS_FILE
     from skillrouter.querygen.job import QUERIES_FILE
-    from skillrouter.training.job import is_up_to_date, run_training
+    from skillrouter.training.job import run_training
 
     started = time.perf_counter()
     run_dir = Path(config.run_dir)
@@ -206,20 +226,9 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
     log(f"ablations on {run_dir}: {', '.join(q.name for q in questions)}; variants "
         f"{', '.join(v.name for v in variants)}")
 
-    # the baseline's models: the run's own when up to date with the profile, else trained under ablations/baseline
-    baseline_kinds = ({k for r in rows_of(questions, BASELINE) for k in trained_kinds(r.system)}
-                      | {k for kinds in borrowed.values() for k in kinds})
-    baseline = variant_config(config, VARIANTS[BASELINE], run_dir)
-    models: dict[str, Path] = {}
-    for kind in sorted(baseline_kinds):
-        if is_up_to_date(kind, skills, groups, config):
-            models[kind] = config.model_dir(kind)
-            log(f"baseline {kind}: the run's own ({models[kind]})")
-        else:
-            log(f"\n== baseline {kind}: the run's export is missing or was trained from other settings or data; "
-                f"one trained for the ablations (under {Path(baseline.run_dir)})")
-            models[kind] = Path(run_training(kind, skills, groups, baseline, log=lambda line: log("   " + line))
-                                ["output_dir"])
+    kinds = ({k for r in rows_of(questions, BASELINE) for k in trained_kinds(r.system)}
+             | {k for needed_kinds in borrowed.values() for k in needed_kinds})
+    models = baseline_models(sorted(kinds), skills, groups, config, log)
     configs = {BASELINE: variant_config(config, VARIANTS[BASELINE], run_dir, models)}
     main_stats = run_dir / "mined" / "mining_stats.json"
     mined: dict[str, dict] = {BASELINE: json.loads(main_stats.read_text())} if main_stats.exists() else {}
