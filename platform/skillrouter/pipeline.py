@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.categories import load_categories
 from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
+from skillrouter.corpus.skill import corpus_version
 from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
 from skillrouter.evaluation.report import write_run_report
-from skillrouter.evaluation.runner import evaluate_system, metrics_table, read_result, write_result
+from skillrouter.evaluation.runner import evaluate_system, metrics_table, provenance, read_result, write_result
 from skillrouter.fingerprints import content_version, digest
 from skillrouter.index.build import index_uri
-from skillrouter.mining.embeddings import corpus_version
 from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
 from skillrouter.models.loading import model_version
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
@@ -87,9 +87,9 @@ class Stages:
                 self.log("   skipped (--skip)" + (": using " + ", ".join(map(str, outputs)) if outputs else ""))
             return False
         stamp = self.stamp(name)
-        if key is not None and stage not in self.rerun and all(Path(p).exists() for p in outputs) \
-                and stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
-            done = json.loads(stamp.read_text())
+        done = json.loads(stamp.read_text()) if key is not None and stamp.exists() else {}
+        if key is not None and done.get("key") == key and stage not in self.rerun \
+                and all(Path(p).exists() for p in outputs):
             self.log(f"   {name}: up to date, inputs unchanged since {done['finished']} ({done['seconds']} s "
                      f"then); --rerun {stage} runs it again")
             return False
@@ -127,12 +127,15 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
     skills = read_skills(out["corpus"])
     corpus = corpus_version(skills)
 
+    queries: dict = {}
+
     def do_queries():
-        summary = run_query_generation(skills, config, run_dir / "queries", log=indent)
-        if summary.get("dry_run"):
-            raise SystemExit(0)
-        print_query_summary(summary, run_dir / "queries", log=indent)
+        queries.update(run_query_generation(skills, config, run_dir / "queries", log=indent))
+        if not queries.get("dry_run"):
+            print_query_summary(queries, run_dir / "queries", log=indent)
     stages.run("queries", f"generate queries -> {run_dir / 'queries'}", do_queries)
+    if queries.get("dry_run"):  # the cost estimate only (querygen.dry_run)
+        return out
 
     def do_mining():
         categories = load_categories(run_dir / "queries" / "categories.json", skills)
@@ -183,7 +186,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
 
 def evaluate(config: PipelineConfig, stages: Stages, out: dict[str, Path], log: Callable[[str], None]) -> list:
     """The eval stage: each configured system on the benchmark; a system's result is kept while the benchmark,
-    its models and the settings it reads are unchanged."""
+    its models and the settings it reads are unchanged (the result's own `provenance`)."""
     if "eval" in stages.skip:
         log("\n== evaluate: skipped (--skip)")
         return []
@@ -193,14 +196,10 @@ def evaluate(config: PipelineConfig, stages: Stages, out: dict[str, Path], log: 
         f"{len(bench.skills)} skills)")
     if bench.missing_ids:
         log(f"   note: {len(bench.missing_ids)} tasks name skills absent from the pool (counted as misses)")
-    models = {kind: model_version(str(config.model_dir(kind))) for kind in KINDS}
-    bench_key = digest(corpus_version(bench.skills),
-                       [(t.task_id, t.query, sorted(t.gt_skill_ids)) for t in bench.tasks])
     results = []
     for system in config.eval.systems:
         path = Path(config.run_dir) / "eval" / system
-        key = digest(system, bench_key, models, config.eval, config.routing, config.bm25,
-                     config.encoder.max_length, config.reranker.max_length)
+        key = digest(system, provenance(system, bench, config, config.eval.top_k))
 
         def run(system=system, path=path):
             write_result(evaluate_system(system, bench, config), path)
