@@ -34,9 +34,17 @@ def main() -> None:
     p.add_argument("--cpus-per-worker", type=int, default=4)
     p.add_argument("--encoder-batch", type=int, default=64, help="groups per step (in-batch negatives)")
     p.add_argument("--reranker-batch", type=int, default=16)
+    p.add_argument("--reranker-max-length", type=int, default=320, help="MiniLM reads 512 tokens at most")
+    p.add_argument("--reranker-lr", type=float, default=3e-5)
+    p.add_argument("--new-head-lr", type=float, default=1e-3, help="learning rate of the fresh classification head")
+    p.add_argument("--reranker-epochs", type=int, default=1)
+    p.add_argument("--reranker-data", nargs=2, metavar=("CORPUS", "GROUPS"),
+                   help="train the reranker on other groups (the bundled corpus's own, say) than the encoder")
+    p.add_argument("--tag", default="", help="a name for this reranker: runs sharing --out reuse the encoder")
+    p.add_argument("--dev-only", action="store_true", help="skip the evaluation among the pool's distractors")
     args = p.parse_args()
 
-    out = Path(args.out)
+    out, suffix = Path(args.out), f"-{args.tag}" if args.tag else ""
     started = time.perf_counter()
     skills = read_skills(args.corpus)
     groups = pq.read_table(args.groups)
@@ -47,28 +55,36 @@ def main() -> None:
         "run_dir": str(out / "run"),
         "encoder": {**common, "max_length": 256, "batch_size": args.encoder_batch, "learning_rate": 5e-5,
                     "temperature": 0.05, "max_groups": args.encoder_groups},
-        "reranker": {**common, "max_length": 320, "batch_size": args.reranker_batch, "learning_rate": 3e-5,
-                     "new_head_lr": 1e-3, "max_groups": args.reranker_groups},
+        "reranker": {**common, "max_length": args.reranker_max_length, "batch_size": args.reranker_batch,
+                     "learning_rate": args.reranker_lr, "new_head_lr": args.new_head_lr,
+                     "epochs": args.reranker_epochs, "max_groups": args.reranker_groups,
+                     "output_dir": str(out / "run" / "models" / f"reranker{suffix}")},
         "mining": {"encoder_max_length": 256},
         "routing": {"retrieve_k": 20},
     })
     print(f"{len(skills):,} skills, {groups.num_rows:,} groups, read in {time.perf_counter() - started:.1f} s",
           flush=True)
-    summaries = [run_training(kind, skills, groups, config, log=lambda line: print(line, flush=True))
-                 for kind in ("encoder", "reranker")]
+    rerank_skills, rerank_groups = skills, groups
+    if args.reranker_data:
+        rerank_skills = read_skills(args.reranker_data[0])
+        rerank_groups = pq.read_table(args.reranker_data[1])
+    summaries = [run_training(kind, data_skills, data_groups, config, log=lambda line: print(line, flush=True))
+                 for kind, data_skills, data_groups in (("encoder", skills, groups),
+                                                        ("reranker", rerank_skills, rerank_groups))]
     print_training_summary(summaries)
 
     systems = ["bm25", f"dense:{args.minilm}", "finetuned", "finetuned+reranker", "bm25+reranker"]
     dev = load_benchmark("bundled")
     report = {"training": summaries}
-    for name, bench in (("dev", dev), ("dev+pool", add_distractors(dev, [args.corpus]))):
+    benches = [("dev", dev)] + ([] if args.dev_only else [("dev+pool", add_distractors(dev, [args.corpus]))])
+    for name, bench in benches:
         results = []
         for system in systems:
             t0 = time.perf_counter()
             results.append(evaluate_system(system, bench, config))
             print(f"{name} {system}: {time.perf_counter() - t0:.1f} s", flush=True)
             report.setdefault(name, {})[system] = results[-1].metrics  # saved as it goes: a cut run keeps its part
-            (out / "minilm_pool_eval.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+            (out / f"minilm_pool_eval{suffix}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
         print(f"\n{name}: {len(bench.tasks)} tasks, {len(bench.skills):,} skills\n{metrics_table(results)}\n",
               flush=True)
 
