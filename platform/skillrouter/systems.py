@@ -26,6 +26,7 @@ import numpy as np
 
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill, SkillText
+from skillrouter.models.loading import export_info
 from skillrouter.retrieval import (
     Catalogue,
     ExactDense,
@@ -121,7 +122,9 @@ def _finetuned(config: PipelineConfig) -> tuple[str, int]:
 
 
 def _model(model: str) -> Callable[[PipelineConfig], tuple[str, int]]:
-    return lambda config: (model, config.mining.encoder_max_length)
+    # an export of our training jobs reads the length it was trained at (a 128-token CPU model fed 512 tokens, or
+    # the reverse, ranks worse than either); any other model the profile's mining length
+    return lambda config: (model, export_info(model).get("max_length") or config.mining.encoder_max_length)
 
 
 class RerankRetriever:
@@ -151,8 +154,8 @@ class RerankRetriever:
 def _reranked(first: System, model: str | None) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
         path = model or trained_model(config, "reranker")
-        return RerankRetriever(first.build(skills, config), skills, path, config.reranker.max_length,
-                               config.routing.retrieve_k)
+        max_length = (export_info(model).get("max_length") if model else None) or config.reranker.max_length
+        return RerankRetriever(first.build(skills, config), skills, path, max_length, config.routing.retrieve_k)
     what = model or "the profile's trained reranker"
     return System(f"{first.name}+{'rerank:' + model if model else 'reranker'}",
                   f"{first.description}, top-k reranked by {what}", build)

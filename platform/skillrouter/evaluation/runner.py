@@ -40,12 +40,11 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
     """What a system's figures on a benchmark depend on besides its name: the benchmark's content, the training
     fingerprints of the profile's models it uses, and the settings evaluation reads. Two results with equal
     provenance are the same computation, so a saved one can stand in for a new one."""
+    from skillrouter.models.loading import export_info
     from skillrouter.systems import trained_kinds
 
-    models = {}
-    for kind in sorted(trained_kinds(system)):
-        info = config.model_dir(kind) / "skillrouter.json"  # training.modules.EXPORT_INFO, without torch
-        models[kind] = json.loads(info.read_text()).get("fingerprint") if info.exists() else None
+    models = {kind: export_info(str(config.model_dir(kind))).get("fingerprint")
+              for kind in sorted(trained_kinds(system))}
     settings = {"bm25": config.bm25.model_dump(), "retrieve_k": config.routing.retrieve_k,
                 "fusion_depth": config.serving.fusion_depth, "rrf_k": config.serving.rrf_k,
                 "dense_max_length": config.mining.encoder_max_length, "encoder_max_length": config.encoder.max_length,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 BUNDLED_MINILM = "minilm"
+EXPORT_INFO = "skillrouter.json"  # written by the training jobs beside each export
 
 
 def resolve_model_path(name: str) -> str:
@@ -24,6 +26,13 @@ def model_version(name: str) -> str:
     from skillrouter.fingerprints import files_version
 
     return "" if name == BUNDLED_MINILM or not Path(name).expanduser().is_dir() else files_version(name)
+
+
+def export_info(name: str) -> dict:
+    """What a training job recorded beside its export (`skillrouter.json`: base model, max_length, steps,
+    fingerprint); empty for any other model. Read without torch."""
+    path = Path(name).expanduser() / EXPORT_INFO
+    return json.loads(path.read_text()) if name != BUNDLED_MINILM and path.is_file() else {}
 
 
 def is_decoder(config) -> bool:

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from skillrouter.models.encoder import Encoder, length_batches
+from skillrouter.models.loading import EXPORT_INFO
 from skillrouter.models.reranker import Reranker
 from skillrouter.training.losses import InfoNCELoss, ListwiseCELoss, PointwiseBCELoss
-
-EXPORT_INFO = "skillrouter.json"
 
 
 class _Trainable(nn.Module):
