@@ -12,8 +12,8 @@ from conftest import write_jsonl
 from skillrouter.config import PipelineConfig, load_config
 from skillrouter.corpus.ingest import write_skills
 from skillrouter.evaluation.benchmark import export_eval_core, load_benchmark, load_eval_core
-from skillrouter.evaluation.report import Ablation, paper_comparisons, read_run, write_report
-from skillrouter.evaluation.runner import evaluate_system, read_result, write_result
+from skillrouter.evaluation.report import Ablation, paper_comparisons, read_run, reranker_warnings, write_report
+from skillrouter.evaluation.runner import EvalResult, evaluate_system, read_result, write_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -119,6 +119,22 @@ def test_paper_comparisons_pair_what_was_evaluated():
         ("bm25", "hybrid:finetuned"), ("finetuned", "finetuned+reranker"),
         ("finetuned+reranker", "hybrid:finetuned+reranker"), ("hybrid:finetuned", "hybrid:finetuned+reranker")]
     assert paper_comparisons(["minilm-nd", "bm25"]) == []
+
+
+def test_report_warns_of_a_reranker_below_its_first_stage(tmp_path):
+    def result(system: str, hit1: float, curve: list[float]) -> EvalResult:
+        return EvalResult(system, "dev", {}, {"all": {"Hit@1": hit1, "n": 10}, "single": {"n": 10},
+                                              "multi": {"n": 0}}, {}, 0.0, hit_at_k={"all": curve})
+
+    first = result("bm25", 0.9, [0.9] + [0.96] * 18 + [1.0])  # Hit@20 = 1.0: a random top-20 order scores 5%
+    at_chance, learned, better = (result("bm25+reranker", h, []) for h in (0.04, 0.5, 0.95))
+    [warning] = reranker_warnings([first, at_chance], retrieve_k=20)
+    assert "Hit@1 4.0 against 90.0" in warning and "about 5.0" in warning and "ranks at chance" in warning
+    assert "learned something" in reranker_warnings([first, learned], retrieve_k=20)[0]
+    assert reranker_warnings([first, better], retrieve_k=20) == []
+    assert reranker_warnings([at_chance], retrieve_k=20) == []  # no first stage to compare with
+    page = write_report([first, at_chance], tmp_path).read_text()
+    assert "**Warning.**" in page and "`bm25+reranker` ranks below its first stage" in page
 
 
 def test_saved_results_round_trip_and_old_ones_get_their_curve(results, bench_dir, tmp_path):

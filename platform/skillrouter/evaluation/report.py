@@ -279,6 +279,31 @@ def plot_ablations(ablations: Sequence[Ablation], path: Path, metrics: Sequence[
 # -- the page ------------------------------------------------------------------------------------------------------
 
 
+def reranker_warnings(results: Sequence[EvalResult], retrieve_k: int | None = 20) -> list[str]:
+    """A line for each reranked system that ranks below its own first stage at Hit@1, saying how close it is to a
+    random order of the first stage's top k (Hit@k / k): a reranker at chance has learned nothing of this task,
+    one above chance but below its first stage has learned something else."""
+    by_name = {r.system: r for r in results}
+    out = []
+    for r in results:
+        first, plus, _ = r.system.partition("+")
+        if not plus or first not in by_name:
+            continue
+        reranked, alone = _metric(r, "Hit@1"), _metric(by_name[first], "Hit@1")
+        if reranked >= alone:
+            continue
+        curve = by_name[first].hit_at_k.get("all", [])
+        k = min(retrieve_k or len(curve), len(curve))
+        chance = curve[k - 1] / k if k else None
+        verdict = "" if chance is None else (
+            f" A random order of `{first}`'s top {k} scores about {pct(chance)}: "
+            + ("this reranker ranks at chance, it has not learned the task." if reranked < 2 * chance else
+               "this reranker learned something, but not this benchmark's requests."))
+        out.append(f"`{r.system}` ranks below its first stage: Hit@1 {pct(reranked)} against {pct(alone)} for "
+                   f"`{first}` alone.{verdict}")
+    return out
+
+
 def write_report(results: Sequence[EvalResult], out_dir: str | Path, ablations: Sequence[Ablation] | None = None,
                  title: str = "skillrouter evaluation", notes: Sequence[str] = (), retrieve_k: int | None = 20) -> Path:
     """Write `report.md` and its plots into `out_dir`; returns the path of `report.md`.
@@ -304,6 +329,9 @@ def write_report(results: Sequence[EvalResult], out_dir: str | Path, ablations: 
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     plot_metrics(results, out / "metrics.png")
     lines += ["## Systems", "", systems_table(results), "", "![Metrics per system](metrics.png)", ""]
+    warnings = reranker_warnings(results, retrieve_k)
+    if warnings:
+        lines += ["**Warning.**", ""] + [f"- {w}" for w in warnings] + [""]
     comparisons = comparisons_table(results, retrieve_k)
     if comparisons:
         lines += ["## The paper's comparisons", "",
