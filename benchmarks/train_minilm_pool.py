@@ -73,7 +73,8 @@ def main() -> None:
                                                         ("reranker", rerank_skills, rerank_groups))]
     print_training_summary(summaries)
 
-    systems = ["bm25", f"dense:{args.minilm}", "finetuned", "finetuned+reranker", "bm25+reranker"]
+    systems = ["bm25", f"dense:{args.minilm}", "finetuned", "finetuned+reranker", "bm25+reranker",
+               "hybrid:finetuned", "hybrid:finetuned+reranker"]
     dev = load_benchmark("bundled")
     report = {"training": summaries}
     benches = [("dev", dev)] + ([] if args.dev_only else [("dev+pool", add_distractors(dev, [args.corpus]))])

@@ -126,15 +126,19 @@ def test_report_warns_of_a_reranker_below_its_first_stage(tmp_path):
         return EvalResult(system, "dev", {}, {"all": {"Hit@1": hit1, "n": 10}, "single": {"n": 10},
                                               "multi": {"n": 0}}, {}, 0.0, hit_at_k={"all": curve})
 
-    first = result("bm25", 0.9, [0.9] + [0.96] * 18 + [1.0])  # Hit@20 = 1.0: a random top-20 order scores 5%
-    at_chance, learned, better = (result("bm25+reranker", h, []) for h in (0.04, 0.5, 0.95))
+    # Hit@20 = 1.0, which reranking the top 20 keeps: a random order of the top 20 scores 5% at Hit@1
+    first = result("bm25", 0.9, [0.9] + [0.96] * 18 + [1.0])
+    at_chance, learned, better = (result("bm25+reranker", h, [h] + [0.96] * 18 + [1.0]) for h in (0.04, 0.5, 0.95))
     [warning] = reranker_warnings([first, at_chance], retrieve_k=20)
     assert "Hit@1 4.0 against 90.0" in warning and "about 5.0" in warning and "ranks at chance" in warning
     assert "learned something" in reranker_warnings([first, learned], retrieve_k=20)[0]
     assert reranker_warnings([first, better], retrieve_k=20) == []
     assert reranker_warnings([at_chance], retrieve_k=20) == []  # no first stage to compare with
-    page = write_report([first, at_chance], tmp_path).read_text()
+    ablation = Ablation("reranker-loss", "listwise or pointwise", [("listwise", at_chance), ("pointwise", learned)])
+    page = write_report([first, at_chance], tmp_path, ablations=[ablation]).read_text()
     assert "**Warning.**" in page and "`bm25+reranker` ranks below its first stage" in page
+    assert "- listwise: `bm25+reranker` ranks at about chance (a random order of its top 20 scores 5.0" in page
+    assert "- pointwise:" not in page  # 50% is above chance
 
 
 def test_saved_results_round_trip_and_old_ones_get_their_curve(results, bench_dir, tmp_path):

@@ -279,28 +279,36 @@ def plot_ablations(ablations: Sequence[Ablation], path: Path, metrics: Sequence[
 # -- the page ------------------------------------------------------------------------------------------------------
 
 
+def chance_hit1(result: EvalResult, retrieve_k: int | None = 20) -> tuple[int, float] | None:
+    """(k, Hit@1 of a random order of the top k) for a reranked system: Hit@k / k. Reranking only permutes the
+    first stage's top k, so the reranked system's own Hit@k is its first stage's."""
+    curve = result.hit_at_k.get("all", [])
+    k = min(retrieve_k or len(curve), len(curve))
+    return (k, curve[k - 1] / k) if k else None
+
+
+def _at_chance(result: EvalResult, retrieve_k: int | None) -> bool:
+    chance = chance_hit1(result, retrieve_k)
+    return chance is not None and _metric(result, "Hit@1") < 2 * chance[1]
+
+
 def reranker_warnings(results: Sequence[EvalResult], retrieve_k: int | None = 20) -> list[str]:
-    """A line for each reranked system that ranks below its own first stage at Hit@1, saying how close it is to a
-    random order of the first stage's top k (Hit@k / k): a reranker at chance has learned nothing of this task,
-    one above chance but below its first stage has learned something else."""
+    """A line for each reranked system that ranks below its own first stage at Hit@1, saying whether it ranks at
+    chance (it has learned nothing of this task) or above (it has learned something else)."""
     by_name = {r.system: r for r in results}
     out = []
     for r in results:
         first, plus, _ = r.system.partition("+")
-        if not plus or first not in by_name:
+        if not plus or first not in by_name or _metric(r, "Hit@1") >= _metric(by_name[first], "Hit@1"):
             continue
-        reranked, alone = _metric(r, "Hit@1"), _metric(by_name[first], "Hit@1")
-        if reranked >= alone:
-            continue
-        curve = by_name[first].hit_at_k.get("all", [])
-        k = min(retrieve_k or len(curve), len(curve))
-        chance = curve[k - 1] / k if k else None
-        verdict = "" if chance is None else (
-            f" A random order of `{first}`'s top {k} scores about {pct(chance)}: "
-            + ("this reranker ranks at chance, it has not learned the task." if reranked < 2 * chance else
-               "this reranker learned something, but not this benchmark's requests."))
-        out.append(f"`{r.system}` ranks below its first stage: Hit@1 {pct(reranked)} against {pct(alone)} for "
-                   f"`{first}` alone.{verdict}")
+        line = (f"`{r.system}` ranks below its first stage: Hit@1 {pct(_metric(r, 'Hit@1'))} against "
+                f"{pct(_metric(by_name[first], 'Hit@1'))} for `{first}` alone.")
+        chance = chance_hit1(r, retrieve_k)
+        if chance:
+            line += (f" A random order of `{first}`'s top {chance[0]} scores about {pct(chance[1])}: " +
+                     ("this reranker ranks at chance, it has not learned the task." if _at_chance(r, retrieve_k)
+                      else "this reranker learned something, but not this benchmark's requests."))
+        out.append(line)
     return out
 
 
@@ -347,7 +355,11 @@ def write_report(results: Sequence[EvalResult], out_dir: str | Path, ablations: 
     if ablations:
         for a in ablations:
             lines += [f"### {a.question}", "", ablation_table(a), ""]
-            lines += [f"- {n}" for n in a.notes] + ([""] if a.notes else [])
+            chance = [f"{label}: `{r.system}` ranks at about chance (a random order of its top "
+                      f"{chance_hit1(r, retrieve_k)[0]} scores {pct(chance_hit1(r, retrieve_k)[1])} at Hit@1), "
+                      "so this row shows an untrained reranker, not its loss" for label, r in a.rows
+                      if "+" in r.system and _at_chance(r, retrieve_k)]
+            lines += [f"- {n}" for n in [*a.notes, *chance]] + ([""] if a.notes or chance else [])
         plot_ablations(list(ablations), out / "ablations.png")
         lines += ["![Ablations](ablations.png)", ""]
     else:
