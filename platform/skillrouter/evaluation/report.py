@@ -357,7 +357,7 @@ def write_report(results: Sequence[EvalResult], out_dir: str | Path, ablations: 
             lines += [f"### {a.question}", "", ablation_table(a), ""]
             chance = [f"{label}: `{r.system}` ranks at about chance (a random order of its top "
                       f"{chance_hit1(r, retrieve_k)[0]} scores {pct(chance_hit1(r, retrieve_k)[1])} at Hit@1), "
-                      "so this row shows an untrained reranker, not its loss" for label, r in a.rows
+                      "so this row shows an untrained reranker, not its loss." for label, r in a.rows
                       if "+" in r.system and _at_chance(r, retrieve_k)]
             lines += [f"- {n}" for n in [*a.notes, *chance]] + ([""] if a.notes or chance else [])
         plot_ablations(list(ablations), out / "ablations.png")
