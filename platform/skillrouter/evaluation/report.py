@@ -292,6 +292,12 @@ def _at_chance(result: EvalResult, retrieve_k: int | None) -> bool:
     return chance is not None and _metric(result, "Hit@1") < 2 * chance[1]
 
 
+def _chance_note(label: str, result: EvalResult, retrieve_k: int | None) -> str:
+    k, hit = chance_hit1(result, retrieve_k)
+    return (f"{label}: `{result.system}` ranks at about chance (a random order of its top {k} scores {pct(hit)} at "
+            "Hit@1), so this row shows an untrained reranker, not its loss.")
+
+
 def reranker_warnings(results: Sequence[EvalResult], retrieve_k: int | None = 20) -> list[str]:
     """A line for each reranked system that ranks below its own first stage at Hit@1, saying whether it ranks at
     chance (it has learned nothing of this task) or above (it has learned something else)."""
@@ -355,11 +361,9 @@ def write_report(results: Sequence[EvalResult], out_dir: str | Path, ablations: 
     if ablations:
         for a in ablations:
             lines += [f"### {a.question}", "", ablation_table(a), ""]
-            chance = [f"{label}: `{r.system}` ranks at about chance (a random order of its top "
-                      f"{chance_hit1(r, retrieve_k)[0]} scores {pct(chance_hit1(r, retrieve_k)[1])} at Hit@1), "
-                      "so this row shows an untrained reranker, not its loss." for label, r in a.rows
-                      if "+" in r.system and _at_chance(r, retrieve_k)]
-            lines += [f"- {n}" for n in [*a.notes, *chance]] + ([""] if a.notes or chance else [])
+            remarks = [*a.notes, *(_chance_note(label, r, retrieve_k) for label, r in a.rows
+                                   if "+" in r.system and _at_chance(r, retrieve_k))]
+            lines += [f"- {n}" for n in remarks] + ([""] if remarks else [])
         plot_ablations(list(ablations), out / "ablations.png")
         lines += ["![Ablations](ablations.png)", ""]
     else:
