@@ -121,6 +121,26 @@ def test_paper_comparisons_pair_what_was_evaluated():
     assert paper_comparisons(["minilm-nd", "bm25"]) == []
 
 
+def test_provenance_versions_the_models_a_system_names(bench_dir, tmp_path):
+    """A saved result of `dense:PATH` or `+rerank:PATH` stands in for a new one only while the weights at PATH are
+    the same files: retrained in place, the model is another computation."""
+    import os
+
+    from skillrouter.evaluation.runner import provenance
+    from skillrouter.systems import named_models
+
+    assert named_models("hybrid:dense:/m/enc+rerank:/m/rr") == ["/m/enc", "/m/rr"]
+    assert named_models("dense-nd:/m/enc") == ["/m/enc"] and named_models("finetuned+reranker") == []
+    model = tmp_path / "reranker"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    bench, config = load_eval_core(bench_dir), PipelineConfig()
+    before = provenance(f"bm25+rerank:{model}", bench, config, 8)
+    assert "named_models" not in provenance("bm25", bench, config, 8)
+    os.utime(model / "model.safetensors", ns=(1, 1))  # rewritten in place
+    assert provenance(f"bm25+rerank:{model}", bench, config, 8) != before
+
+
 def test_report_warns_of_a_reranker_below_its_first_stage(tmp_path):
     def result(system: str, hit1: float, curve: list[float]) -> EvalResult:
         return EvalResult(system, "dev", {}, {"all": {"Hit@1": hit1, "n": 10}, "single": {"n": 10},

@@ -195,6 +195,15 @@ def trained_kinds(name: str) -> set[str]:
     return kinds | ({"reranker"} if plus and second == "reranker" else set())
 
 
+def named_models(name: str) -> list[str]:
+    """The models a system names itself, whose weights the profile does not fingerprint: `dense:MODEL` and
+    `dense-nd:MODEL` (in a hybrid too) and `+rerank:MODEL`."""
+    first, _, second = name.partition("+")
+    first = first.removeprefix("hybrid:")
+    dense = [first.partition(":")[2]] if first.startswith(("dense:", "dense-nd:")) else []
+    return dense + ([second.removeprefix("rerank:")] if second.startswith("rerank:") else [])
+
+
 def get_system(name: str) -> System:
     first, plus, second = name.partition("+")
     if plus:

@@ -38,10 +38,11 @@ class EvalResult:
 
 def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int) -> dict:
     """What a system's figures on a benchmark depend on besides its name: the benchmark's content, the training
-    fingerprints of the profile's models it uses, and the settings evaluation reads. Two results with equal
-    provenance are the same computation, so a saved one can stand in for a new one."""
-    from skillrouter.models.loading import export_info
-    from skillrouter.systems import trained_kinds
+    fingerprints of the profile's models it uses, the versions of the models it names by path, and the settings
+    evaluation reads. Two results with equal provenance are the same computation, so a saved one can stand in for a
+    new one."""
+    from skillrouter.models.loading import export_info, model_version
+    from skillrouter.systems import named_models, trained_kinds
 
     models = {kind: export_info(str(config.model_dir(kind))).get("fingerprint")
               for kind in sorted(trained_kinds(system))}
@@ -49,7 +50,11 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
                 "fusion_depth": config.serving.fusion_depth, "rrf_k": config.serving.rrf_k,
                 "dense_max_length": config.mining.encoder_max_length, "encoder_max_length": config.encoder.max_length,
                 "reranker_max_length": config.reranker.max_length}
-    return {"benchmark": benchmark_version(bench), "models": models, "top_k": top_k, "settings": settings}
+    out = {"benchmark": benchmark_version(bench), "models": models, "top_k": top_k, "settings": settings}
+    named = {model: model_version(model) for model in named_models(system)}
+    if named:  # only then: the saved results of the profile's own systems keep their provenance
+        out["named_models"] = named
+    return out
 
 
 def hit_curve(predictions: dict[str, list[str]], tasks: Sequence[Task], max_k: int) -> dict[str, list[float]]:
