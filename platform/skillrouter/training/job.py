@@ -19,12 +19,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from skillrouter.config import PipelineConfig, TrainConfig
-from skillrouter.corpus.skill import Skill
-from skillrouter.mining.embeddings import corpus_version
+from skillrouter.corpus.skill import Skill, corpus_version
+from skillrouter.models.loading import EXPORT_INFO, export_info
 from skillrouter.raycluster import ensure_ray
 from skillrouter.tables import format_table
 from skillrouter.training.data import micro_batches_per_epoch, sample_groups, tokenized_dataset
-from skillrouter.training.modules import EXPORT_INFO
 
 KINDS = ("encoder", "reranker")
 
@@ -109,8 +108,7 @@ def _follow(path: Path, total: int, log, stop: threading.Event) -> None:
 
 def up_to_date_export(out_dir: Path, fp: str) -> dict | None:
     """The export info at `out_dir` when it was trained from inputs with fingerprint `fp`, else None."""
-    info_path = out_dir / EXPORT_INFO
-    summary = json.loads(info_path.read_text()) if info_path.exists() else {}
+    summary = export_info(str(out_dir))
     return summary if summary.get("fingerprint") == fp else None
 
 
@@ -201,7 +199,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     result.checkpoint.to_directory(str(staging))
-    info = json.loads((staging / EXPORT_INFO).read_text())
+    info = json.loads((staging / EXPORT_INFO).read_text())  # the worker wrote it: its absence is an error
     reports = [json.loads(line) for line in log_path.read_text().splitlines()]
     info["final"] = reports[-1]  # all workers merged (the worker's own figure covers rank 0 only)
     info.update(fingerprint=fp, groups=groups.num_rows, train_seconds=round(time.perf_counter() - started, 1),
