@@ -32,6 +32,7 @@ from skillrouter.corpus.skill import Skill, corpus_version
 from skillrouter.evaluation.benchmark import Benchmark
 from skillrouter.evaluation.report import Ablation
 from skillrouter.evaluation.runner import EvalResult, evaluate_system, provenance, read_result, write_result
+from skillrouter.models.loading import export_info
 from skillrouter.systems import trained_kinds
 
 BASELINE = "baseline"
@@ -277,8 +278,7 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
 
 
 def _fingerprint(model_dir: Path) -> str | None:
-    info = Path(model_dir) / "skillrouter.json"
-    return json.loads(info.read_text()).get("fingerprint") if info.exists() else None
+    return export_info(str(model_dir)).get("fingerprint")
 
 
 def report_notes(run_dir: str | Path) -> list[str]:
@@ -349,9 +349,8 @@ def _notes(q: Question, mined: dict[str, dict], configs: dict[str, PipelineConfi
                 notes.append(f"{variant}: {changed:,} of the {total:,} negatives its {kind} trained on differ from "
                              "the baseline's (the rest are the same skills).")
         for kind in VARIANTS[variant].trains if variant != BASELINE else ():
-            info = Path(configs[variant].model_dir(kind)) / "skillrouter.json"
-            if info.exists():
-                final = json.loads(info.read_text())
+            final = export_info(str(configs[variant].model_dir(kind)))
+            if final:
                 notes.append(f"{variant}: {kind} trained {final['steps']} steps on {final['groups']} groups, last "
                              f"loss {final['final']['loss']:.3f}.")
     return notes

@@ -11,7 +11,6 @@ Plots: `metrics.png` (bars per system), `hit_at_k.png` (curves per system, by ta
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from matplotlib.figure import Figure
 from skillrouter.evaluation.benchmark import load_eval_core
 from skillrouter.evaluation.metrics import SUBSETS
 from skillrouter.evaluation.runner import EvalResult, read_result
+from skillrouter.models.loading import export_info
 from skillrouter.tables import markdown_table
 
 REPORT_FILE = "report.md"
@@ -417,9 +417,8 @@ def write_run_report(run_dir: str | Path, systems: Sequence[str] | None = None, 
     root = Path(run_dir)
     notes = [f"Run `{root}`; rebuild this page with `skillrouter report --run {root}`.", *report_notes(root)]
     for kind in ("encoder", "reranker"):
-        info = root / "models" / kind / "skillrouter.json"
-        if info.exists():
-            m = json.loads(info.read_text())
+        m = export_info(str(root / "models" / kind))
+        if m:
             notes.append(f"Trained {kind}: from `{m.get('base_model')}`, {m.get('steps')} steps on {m.get('groups')} "
                          f"groups ({m.get('device', '?')}, {m.get('train_seconds', '?')} s), last loss "
                          f"{m.get('final', {}).get('loss', float('nan')):.3f}.")
