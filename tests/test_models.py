@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from skillrouter.corpus.skill import Skill
+from skillrouter.models import packing
 from skillrouter.models.encoder import DEFAULT_TASK, Encoder, EncoderSpec, last_token_pool, mean_pool
+from skillrouter.models.packing import pack, pack_batches
 
 TEXTS = ["merge pdf files", "a much longer request about kubernetes deployments and safe rollouts", "x"]
 
@@ -77,3 +79,29 @@ def test_token_budget_batches(qwen):
     lengths = [int(b["attention_mask"].sum(dim=1).max()) for _, b in batches]
     assert lengths == sorted(lengths, reverse=True)  # longest first
     assert sorted(i for idx, _ in batches for i in idx) == list(range(12))
+
+
+def test_packing_lays_sequences_end_to_end():
+    packed = pack([[5, 6, 7], [8], [9, 10]])
+    assert packed.input_ids.tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 0, 0, 1]]  # positions restart: rotary sees them unpacked
+    assert packed.cu_seq_lens.tolist() == [0, 3, 4, 6] and packed.max_length == 3
+    assert packed.last_positions.tolist() == [2, 3, 5]
+    assert pack_batches([3, 4, 5, 9, 1], 8) == [[0, 1], [2], [3], [4]]  # a sequence over budget goes alone
+    assert pack_batches([3, 4], None) == [[0, 1]] and pack_batches([], 8) == []
+    with pytest.raises(ValueError, match="empty"):
+        pack([[1], []])
+
+
+def test_a_packed_row_equals_the_padded_batch(tiny_qwen3):
+    """Each packed sequence attends only to itself (grouped KV heads included): pooled embeddings match the
+    padded forward, and a padded call still works on a model with packing enabled."""
+    encoder = Encoder.load(EncoderSpec(model=str(tiny_qwen3), max_length=64), device="cpu")
+    assert encoder.model.config.num_key_value_heads < encoder.model.config.num_attention_heads
+    ids = encoder.tokenize(TEXTS)
+    with torch.no_grad():
+        padded = encoder.forward(encoder.pad(ids))
+        packing.enable(encoder.model)
+        assert packing.is_enabled(encoder.model)
+        torch.testing.assert_close(encoder.forward(pack(ids)), padded, atol=1e-5, rtol=0)
+        torch.testing.assert_close(encoder.forward(encoder.pad(ids)), padded, atol=1e-6, rtol=0)

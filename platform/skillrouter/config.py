@@ -116,6 +116,9 @@ class TrainConfig(_Section):
     max_batch_tokens: int | None = Field(None, gt=0, description="split each forward into length-sorted chunks "
                                          "of at most this many tokens (padding included): bounds activations")
     gradient_checkpointing: bool = True
+    packing: bool = Field(True, description="decoder models (Qwen3): lay each chunk's sequences end to end in one "
+                          "row, attention within each sequence (varlen FlashAttention on GPUs), no padding; "
+                          "BERT-style models always pad")
     deepspeed: str = Field("configs/deepspeed/zero2.json", description="DeepSpeed config; 'auto' values are "
                            "filled from this section")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPUs, fp32 on CPUs")

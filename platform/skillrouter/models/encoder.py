@@ -16,6 +16,7 @@ import torch
 
 from skillrouter.corpus.skill import Skill, SkillText
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
+from skillrouter.models.packing import Packed
 
 DEFAULT_TASK = "Given a user's request, retrieve the agent skill that best serves it"
 QUERY_MAX_CHARS = 1500
@@ -133,8 +134,13 @@ class Encoder(EncoderInputs):
     def dim(self) -> int:
         return self.model.config.hidden_size
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled, L2-normalised embeddings with gradients (training calls this)."""
+    def forward(self, batch: dict[str, torch.Tensor] | Packed) -> torch.Tensor:
+        """Pooled, L2-normalised embeddings with gradients (training calls this), from a padded batch or, for a
+        decoder with packing enabled, a packed one."""
+        if isinstance(batch, Packed):
+            packed = batch.to(self.device)
+            hidden = self.model(**packed.model_inputs()).last_hidden_state[0]
+            return torch.nn.functional.normalize(hidden[packed.last_positions].float(), dim=-1)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if self.decoder:  # right padding + causal attention: pads are invisible to real tokens, no mask needed
             hidden = self.model(input_ids=batch["input_ids"]).last_hidden_state

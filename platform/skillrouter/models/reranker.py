@@ -17,6 +17,7 @@ import torch
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import last_token_pool, length_batches
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
+from skillrouter.models.packing import Packed
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
           "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
@@ -110,12 +111,18 @@ class Reranker(RerankerInputs):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        if not self.decoder:
-            return self.model(**batch).logits.squeeze(-1).float()
-        hidden = self.model.model(input_ids=batch["input_ids"]).last_hidden_state
-        last = last_token_pool(hidden, batch["attention_mask"])
+    def forward(self, batch: dict[str, torch.Tensor] | Packed) -> torch.Tensor:
+        """One score per pair, with gradients (training calls this), from a padded batch or, for a decoder with
+        packing enabled, a packed one."""
+        if isinstance(batch, Packed):
+            packed = batch.to(self.device)
+            last = self.model.model(**packed.model_inputs()).last_hidden_state[0][packed.last_positions]
+        else:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            if not self.decoder:
+                return self.model(**batch).logits.squeeze(-1).float()
+            hidden = self.model.model(input_ids=batch["input_ids"]).last_hidden_state
+            last = last_token_pool(hidden, batch["attention_mask"])
         rows = self.model.lm_head.weight[self.yes_no.to(self.device)]  # (2, d): "yes" and "no" only
         logits = last @ rows.T
         if getattr(self.model.lm_head, "bias", None) is not None:

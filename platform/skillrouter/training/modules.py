@@ -1,9 +1,11 @@
 """The models under training: each wraps the inference model (same input format, pooling and head) with its loss,
 as one `nn.Module` whose forward returns the loss, which is the shape DeepSpeed's engine wants.
 
-Each forward is split into length-sorted chunks of at most `max_batch_tokens` tokens: a micro-batch of 8 groups
-with 10 negatives is 88 skill texts of very different lengths, and one padded tensor would waste most of its work
-on padding. The chunks join one autograd graph, so the loss is the same as with one big batch.
+Each forward is split into chunks of at most `max_batch_tokens` tokens: a micro-batch of 8 groups with 10
+negatives is 88 skill texts of very different lengths. Decoders (Qwen3) pack each chunk's sequences end to end in
+one row (`models.packing`: no padding at all); BERT-style models pad length-sorted chunks, and one padded tensor
+would waste most of its work on padding. The chunks join one autograd graph, so the loss is the same as with one
+big batch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from skillrouter.models import packing
 from skillrouter.models.encoder import Encoder, length_batches
 from skillrouter.models.loading import EXPORT_INFO
 from skillrouter.models.reranker import Reranker
@@ -32,12 +35,20 @@ class _Trainable(nn.Module):
 
     def _chunked(self, ids: Sequence[Sequence[int]], score) -> torch.Tensor:
         parts, order = [], []
-        for idx in length_batches([len(x) for x in ids], len(ids), self.max_batch_tokens):
-            batch = self.wrapped.pad([ids[i] for i in idx])
-            self.tokens += int(batch["attention_mask"].sum())
-            self.padded_tokens += batch["input_ids"].numel()
-            parts.append(score(batch))
-            order.extend(idx.tolist())
+        if packing.is_enabled(self.backbone):
+            for idx in packing.pack_batches([len(x) for x in ids], self.max_batch_tokens):
+                packed = packing.pack([ids[i] for i in idx])
+                self.tokens += packed.tokens
+                self.padded_tokens += packed.tokens
+                parts.append(score(packed))
+                order.extend(idx)
+        else:
+            for idx in length_batches([len(x) for x in ids], len(ids), self.max_batch_tokens):
+                batch = self.wrapped.pad([ids[i] for i in idx])
+                self.tokens += int(batch["attention_mask"].sum())
+                self.padded_tokens += batch["input_ids"].numel()
+                parts.append(score(batch))
+                order.extend(idx.tolist())
         out = torch.cat(parts)
         return out[torch.as_tensor(order, device=out.device).argsort()]
 
@@ -83,9 +94,10 @@ class GroupReranker(_Trainable):
 
 def build_module(kind: str, model: str, max_length: int, temperature: float, *, device: str,
                  max_batch_tokens: int | None = None, gradient_checkpointing: bool = False,
-                 mask_margin: float | None = None, loss: str = "listwise") -> _Trainable:
+                 mask_margin: float | None = None, loss: str = "listwise", packed: bool = False) -> _Trainable:
     """The trainable module for `kind` ('encoder' or 'reranker'), in fp32 on `device` (DeepSpeed casts to bf16
-    and keeps fp32 master weights itself)."""
+    and keeps fp32 master weights itself). `packed` packs a decoder's sequences (see `models.packing`); BERT-style
+    models pad whatever it says."""
     from skillrouter.models.encoder import EncoderSpec
     from skillrouter.models.reranker import RerankerSpec
 
@@ -99,6 +111,8 @@ def build_module(kind: str, model: str, max_length: int, temperature: float, *, 
     else:
         raise ValueError(f"unknown model kind '{kind}': encoder or reranker")
     wrapped.model.train()
+    if packed and wrapped.decoder:
+        packing.enable(wrapped.model)
     if gradient_checkpointing:
         wrapped.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(wrapped.model.config, "use_cache"):
