@@ -77,6 +77,9 @@ def main() -> None:
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--max-batch-tokens", type=int, default=65536)
     p.add_argument("--no-gradient-checkpointing", action="store_true")
+    p.add_argument("--checkpoint-share", type=float, default=1.0, help="share of layers recomputed in backward")
+    p.add_argument("--compile", action="store_true", help="torch.compile each layer")
+    p.add_argument("--no-packing", action="store_true", help="pad length-sorted chunks instead of packing")
     p.add_argument("--model", help="a checkpoint built by an earlier run (a causal LM serves both kinds)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -96,6 +99,7 @@ def main() -> None:
              "checkpoint_every": 10_000, "deepspeed": f"configs/deepspeed/zero{args.zero}.json",
              "max_batch_tokens": args.max_batch_tokens,
              "gradient_checkpointing": not args.no_gradient_checkpointing,
+             "checkpoint_share": args.checkpoint_share, "compile": args.compile, "packing": not args.no_packing,
              "storage_path": str(out / "storage"), "output_dir": str(out / "export")}
     config = PipelineConfig.model_validate({"run_dir": str(out / "run"), args.kind: train})
     print(f"setup {time.perf_counter() - started:.1f} s", flush=True)
@@ -107,6 +111,7 @@ def main() -> None:
     result = {"size": args.size, "kind": args.kind, "workers": args.workers, "zero": args.zero,
               "batch_size": batch, "grad_accum": accum, "max_length": section.max_length,
               "gradient_checkpointing": train["gradient_checkpointing"], "steps": summary["steps"],
+              **{k: train[k] for k in ("checkpoint_share", "compile", "packing")},
               "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in steady])),
               "mfu": float(np.mean([r["mfu"] for r in steady if r["mfu"] is not None] or [0.0])),
               "padding": float(np.mean([r["padding"] for r in steady])),

@@ -116,6 +116,11 @@ class TrainConfig(_Section):
     max_batch_tokens: int | None = Field(None, gt=0, description="split each forward into length-sorted chunks "
                                          "of at most this many tokens (padding included): bounds activations")
     gradient_checkpointing: bool = True
+    checkpoint_share: float = Field(1.0, gt=0, le=1, description="with gradient_checkpointing: the share of "
+                                    "layers recomputed in backward, evenly spaced; less recomputes less and keeps "
+                                    "more activations")
+    compile: bool = Field(False, description="torch.compile each transformer layer (GPUs): fuses the norms, "
+                          "rotary and activation kernels that dominate a small model's step")
     packing: bool = Field(True, description="decoder models (Qwen3): lay each chunk's sequences end to end in one "
                           "row, attention within each sequence (varlen FlashAttention on GPUs), no padding; "
                           "BERT-style models always pad")

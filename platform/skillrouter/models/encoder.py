@@ -143,7 +143,7 @@ class Encoder(EncoderInputs):
             return torch.nn.functional.normalize(hidden[packed.last_positions].float(), dim=-1)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if self.decoder:  # right padding + causal attention: pads are invisible to real tokens, no mask needed
-            hidden = self.model(input_ids=batch["input_ids"]).last_hidden_state
+            hidden = self.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
         else:
             hidden = self.model(**batch).last_hidden_state
         pool = last_token_pool if self.decoder else mean_pool

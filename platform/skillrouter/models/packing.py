@@ -50,9 +50,11 @@ class Packed:
 
     def model_inputs(self) -> dict:
         """Keyword arguments for a transformers decoder whose attention is `VARLEN` (the names are transformers'
-        own flash-attention ones, so they travel through every layer's `**kwargs`)."""
+        own flash-attention ones, so they travel through every layer's `**kwargs`). No KV cache: a decoder
+        otherwise builds one on every forward, copies included, that nothing reads."""
         return {"input_ids": self.input_ids, "position_ids": self.position_ids, "cu_seq_lens_q": self.cu_seq_lens,
-                "cu_seq_lens_k": self.cu_seq_lens, "max_length_q": self.max_length, "max_length_k": self.max_length}
+                "cu_seq_lens_k": self.cu_seq_lens, "max_length_q": self.max_length, "max_length_k": self.max_length,
+                "use_cache": False}
 
 
 def pack(ids: Sequence[Sequence[int]]) -> Packed:
@@ -81,10 +83,14 @@ def pack_batches(lengths: Sequence[int], max_tokens: int | None) -> list[list[in
 
 
 def _varlen_kernel():
-    """torch's varlen FlashAttention, and whether it takes grouped KV heads itself (torch >= 2.13)."""
+    """torch's varlen FlashAttention (torch >= 2.10), and whether it takes grouped KV heads itself (>= 2.13).
+    Looked up once, by `enable`, outside any compiled region."""
     from torch.nn.attention.varlen import varlen_attn
 
     return varlen_attn, "enable_gqa" in inspect.signature(varlen_attn).parameters
+
+
+_KERNEL: tuple | None = None
 
 
 def _per_sequence(q, k, v, cu, scaling):
@@ -113,7 +119,7 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, heads, D)
     groups = q.shape[1] // k.shape[1]
     if q.is_cuda:
-        kernel, takes_gqa = _varlen_kernel()
+        kernel, takes_gqa = _KERNEL
         if groups > 1 and not takes_gqa:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         extra = {"enable_gqa": True} if takes_gqa and groups > 1 else {}
@@ -130,6 +136,14 @@ def enable(model) -> None:
     """Route `model`'s attention through `varlen_attention` (registered with transformers on first use)."""
     from transformers import AttentionInterface
 
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            _KERNEL = _varlen_kernel()
+        except ImportError as exc:  # CPUs do without: they use the per-sequence reference
+            if torch.cuda.is_available():
+                raise RuntimeError(f"packing needs torch >= 2.10 (torch.nn.attention.varlen), this is "
+                                   f"{torch.__version__}: set packing: false") from exc
     AttentionInterface.register(VARLEN, varlen_attention)
     model.set_attn_implementation(VARLEN)
 

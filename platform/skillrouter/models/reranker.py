@@ -121,7 +121,7 @@ class Reranker(RerankerInputs):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             if not self.decoder:
                 return self.model(**batch).logits.squeeze(-1).float()
-            hidden = self.model.model(input_ids=batch["input_ids"]).last_hidden_state
+            hidden = self.model.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
             last = last_token_pool(hidden, batch["attention_mask"])
         rows = self.model.lm_head.weight[self.yes_no.to(self.device)]  # (2, d): "yes" and "no" only
         logits = last @ rows.T

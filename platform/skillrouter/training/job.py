@@ -53,8 +53,12 @@ def resolve_deepspeed(path: str | Path, t: TrainConfig, use_gpu: bool) -> dict:
     return ds
 
 
+# settings that change how fast a model trains, not what it learns: changing them does not retrain it
+EXECUTION_ONLY = {"output_dir", "storage_path", "log_every", "packing", "compile", "checkpoint_share"}
+
+
 def fingerprint(kind: str, t: TrainConfig, groups: pa.Table, skills: Sequence[Skill], seed: int) -> str:
-    h = hashlib.sha256(f"{kind}\n{t.model_dump_json(exclude={'output_dir', 'storage_path', 'log_every', 'packing'})}\n"
+    h = hashlib.sha256(f"{kind}\n{t.model_dump_json(exclude=EXECUTION_ONLY)}\n"
                        f"{seed}\n{corpus_version(skills)}\n".encode())
     # the negatives too: groups mined again with other settings (the false-negative filter off) are other data
     for qid, pos, negs in zip(*(groups.column(c).to_pylist() for c in ("query_id", "positive_id", "negatives"))):

@@ -11,6 +11,7 @@ big batch.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,10 +95,11 @@ class GroupReranker(_Trainable):
 
 def build_module(kind: str, model: str, max_length: int, temperature: float, *, device: str,
                  max_batch_tokens: int | None = None, gradient_checkpointing: bool = False,
-                 mask_margin: float | None = None, loss: str = "listwise", packed: bool = False) -> _Trainable:
+                 mask_margin: float | None = None, loss: str = "listwise", packed: bool = False,
+                 checkpoint_share: float = 1.0, compile: bool = False) -> _Trainable:
     """The trainable module for `kind` ('encoder' or 'reranker'), in fp32 on `device` (DeepSpeed casts to bf16
     and keeps fp32 master weights itself). `packed` packs a decoder's sequences (see `models.packing`); BERT-style
-    models pad whatever it says."""
+    models pad whatever it says. `checkpoint_share` and `compile`: see `TrainConfig`."""
     from skillrouter.models.encoder import EncoderSpec
     from skillrouter.models.reranker import RerankerSpec
 
@@ -117,4 +119,16 @@ def build_module(kind: str, model: str, max_length: int, temperature: float, *, 
         wrapped.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(wrapped.model.config, "use_cache"):
             wrapped.model.config.use_cache = False
+        for i, layer in enumerate(layers(wrapped.model)):  # evenly spaced: share 0.5 recomputes every other one
+            layer.gradient_checkpointing = math.floor((i + 1) * checkpoint_share) > math.floor(i * checkpoint_share)
+    if compile:
+        for layer in layers(wrapped.model):
+            # per layer, not the whole model: one graph reused by every layer, and packed rows of any length
+            layer.compile(dynamic=True)
     return module
+
+
+def layers(model) -> list[nn.Module]:
+    """The transformer blocks of a decoder (Qwen3) or a BERT-style encoder."""
+    base = model.base_model
+    return list(base.layers if hasattr(base, "layers") else base.encoder.layer)
