@@ -24,12 +24,12 @@ from skillrouter.corpus.skill import Skill
 from skillrouter.training.job import run_training
 
 
-def synthetic_skills(n: int, seed: int = 0) -> list[Skill]:
+def synthetic_skills(n: int, seed: int = 0, min_words: int = 300) -> list[Skill]:
     rng = np.random.default_rng(seed)
     words = " ".join(s.text() for s in read_skills("bundled")).split()
     out = []
     for i in range(n):
-        start, length = int(rng.integers(0, len(words) - 3000)), int(rng.integers(300, 3000))
+        start, length = int(rng.integers(0, len(words) - 3000)), int(rng.integers(min_words, 3001))
         out.append(Skill(f"syn/{i}", f"skill-{i}", " ".join(words[start:start + 30]),
                          " ".join(words[start:start + length])))
     return out
@@ -80,6 +80,8 @@ def main() -> None:
     p.add_argument("--checkpoint-share", type=float, default=1.0, help="share of layers recomputed in backward")
     p.add_argument("--compile", action="store_true", help="torch.compile each layer")
     p.add_argument("--no-packing", action="store_true", help="pad length-sorted chunks instead of packing")
+    p.add_argument("--min-words", type=int, default=300, help="3000: every skill at max_length, the worst case "
+                   "for memory")
     p.add_argument("--model", help="a checkpoint built by an earlier run (a causal LM serves both kinds)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -88,7 +90,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model = Path(args.model) if args.model else build_model(args.size, args.kind, out / f"{args.size}-{args.kind}")
-    skills = synthetic_skills(4000)
+    skills = synthetic_skills(4000, min_words=args.min_words)
     base = PipelineConfig()
     section = getattr(base, args.kind)
     batch = args.batch_size or section.batch_size
@@ -108,7 +110,8 @@ def main() -> None:
     steady = log[1:] or log  # the first window holds compilation and allocator warm-up
     import torch
 
-    result = {"size": args.size, "kind": args.kind, "workers": args.workers, "zero": args.zero,
+    result = {"size": args.size, "kind": args.kind, "min_words": args.min_words, "workers": args.workers,
+              "zero": args.zero,
               "batch_size": batch, "grad_accum": accum, "max_length": section.max_length,
               "gradient_checkpointing": train["gradient_checkpointing"], "steps": summary["steps"],
               **{k: train[k] for k in ("checkpoint_share", "compile", "packing")},

@@ -75,6 +75,7 @@ def train_func(args: dict) -> None:
     n_params = non_embedding_parameters(module.backbone)
     ds_config = args["deepspeed"]
     zero3 = ds_config["zero_optimization"]["stage"] == 3
+    module.sync_chunks = zero3 and world > 1
     if zero3 and args["kind"] == "reranker" and module.wrapped.decoder:
         # the yes/no head reads two rows of lm_head outside lm_head's forward: ZeRO-3 must gather it for us
         deepspeed.zero.register_external_parameter(module, module.backbone.lm_head.weight)

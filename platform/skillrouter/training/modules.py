@@ -33,25 +33,38 @@ class _Trainable(nn.Module):
         self.backbone = wrapped.model  # registered: DeepSpeed sees (and shards) every parameter through it
         self.wrapped, self.max_batch_tokens = wrapped, max_batch_tokens
         self.tokens = self.padded_tokens = 0  # counted per forward, read by the loop for throughput figures
+        # Under ZeRO-3 every forward of a layer gathers its shards from all ranks: ranks must run as many
+        # forwards, or the one with more waits forever. The training loop sets this with several ZeRO-3 workers.
+        self.sync_chunks = False
+
+    def _inputs(self, ids: Sequence[Sequence[int]]) -> tuple[list, list[int]]:
+        """The model inputs of one forward's chunks, and the order of `ids` they hold."""
+        if packing.is_enabled(self.backbone):
+            runs = packing.pack_batches([len(x) for x in ids], self.max_batch_tokens)
+            chunks = [packing.pack([ids[i] for i in idx]) for idx in runs]
+            self.tokens += sum(c.tokens for c in chunks)
+            self.padded_tokens += sum(c.tokens for c in chunks)
+        else:
+            runs = [idx.tolist() for idx in length_batches([len(x) for x in ids], len(ids), self.max_batch_tokens)]
+            chunks = [self.wrapped.pad([ids[i] for i in idx]) for idx in runs]
+            self.tokens += sum(int(c["attention_mask"].sum()) for c in chunks)
+            self.padded_tokens += sum(c["input_ids"].numel() for c in chunks)
+        return chunks, [i for idx in runs for i in idx]
 
     def _chunked(self, ids: Sequence[Sequence[int]], score) -> torch.Tensor:
-        parts, order = [], []
-        if packing.is_enabled(self.backbone):
-            for idx in packing.pack_batches([len(x) for x in ids], self.max_batch_tokens):
-                packed = packing.pack([ids[i] for i in idx])
-                self.tokens += packed.tokens
-                self.padded_tokens += packed.tokens
-                parts.append(score(packed))
-                order.extend(idx)
-        else:
-            for idx in length_batches([len(x) for x in ids], len(ids), self.max_batch_tokens):
-                batch = self.wrapped.pad([ids[i] for i in idx])
-                self.tokens += int(batch["attention_mask"].sum())
-                self.padded_tokens += batch["input_ids"].numel()
-                parts.append(score(batch))
-                order.extend(idx.tolist())
-        out = torch.cat(parts)
-        return out[torch.as_tensor(order, device=out.device).argsort()]
+        chunks, order = self._inputs(ids)
+        out = torch.cat([score(c) for c in chunks])
+        out = out[torch.as_tensor(order, device=out.device).argsort()]
+        if self.sync_chunks:
+            counted = torch.tensor([len(chunks)], device=next(self.backbone.parameters()).device)
+            torch.distributed.all_reduce(counted, op=torch.distributed.ReduceOp.MAX)
+            one = [[self.wrapped.tokenizer.pad_token_id]]
+            filler = packing.pack(one) if packing.is_enabled(self.backbone) else self.wrapped.pad(one)
+            for _ in range(int(counted) - len(chunks)):
+                # a one-token forward whose score counts for nothing, but whose forward and backward gather every
+                # layer as the other ranks' extra chunks do
+                out = out + 0.0 * score(filler).sum()
+        return out
 
     def export(self, out_dir: str | Path, state_dict: dict[str, torch.Tensor] | None, info: dict) -> Path:
         """Save the backbone in Hugging Face format with its tokenizer; `state_dict` (keys as in this module) is
