@@ -83,8 +83,9 @@ def pack_batches(lengths: Sequence[int], max_tokens: int | None) -> list[list[in
 
 
 def _varlen_kernel():
-    """torch's varlen FlashAttention (torch >= 2.10), and whether it takes grouped KV heads itself (>= 2.13).
-    Looked up once, by `enable`, outside any compiled region."""
+    """torch's varlen FlashAttention (`torch.nn.attention.varlen`: in the torch 2.11 of the GPU image and the 2.13
+    pinned here), and whether it takes grouped KV heads itself (2.13 does, 2.11 does not). Looked up once, by
+    `enable`, outside any compiled region."""
     from torch.nn.attention.varlen import varlen_attn
 
     return varlen_attn, "enable_gqa" in inspect.signature(varlen_attn).parameters
@@ -118,7 +119,7 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         raise ValueError(f"a packed batch is one row, got {query.shape[0]}")
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, heads, D)
     groups = q.shape[1] // k.shape[1]
-    if q.is_cuda:
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):  # FlashAttention's dtypes; fp32 takes the reference
         kernel, takes_gqa = _KERNEL
         if groups > 1 and not takes_gqa:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
@@ -142,8 +143,8 @@ def enable(model) -> None:
             _KERNEL = _varlen_kernel()
         except ImportError as exc:  # CPUs do without: they use the per-sequence reference
             if torch.cuda.is_available():
-                raise RuntimeError(f"packing needs torch >= 2.10 (torch.nn.attention.varlen), this is "
-                                   f"{torch.__version__}: set packing: false") from exc
+                raise RuntimeError(f"packing needs torch.nn.attention.varlen, which torch {torch.__version__} "
+                                   "lacks: set packing: false") from exc
     AttentionInterface.register(VARLEN, varlen_attention)
     model.set_attn_implementation(VARLEN)
 
