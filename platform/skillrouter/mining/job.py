@@ -24,11 +24,11 @@ from skillrouter.corpus.skill import Skill
 from skillrouter.filtering.filter import LAYERS, FalseNegativeFilter
 from skillrouter.filtering.jaccard import NearDuplicates, lsh_recall, trigram_shingles
 from skillrouter.filtering.names import normalise_name
-from skillrouter.mining.bm25 import BM25Index
 from skillrouter.mining.embeddings import embed_skills
 from skillrouter.mining.negatives import SOURCES, MiningIndex, mine_batch
 from skillrouter.models.encoder import Encoder, EncoderSpec
 from skillrouter.raycluster import ensure_ray
+from skillrouter.retrieval import build_bm25
 from skillrouter.tables import shorten
 
 GROUPS_FILE = "groups.parquet"
@@ -48,9 +48,7 @@ def build_index(skills: Sequence[Skill], categories: Categories, embeddings: np.
     cfg = config.mining
     codes = {c: i for i, c in enumerate(sorted(set(categories.by_skill.values())))}
     started = time.perf_counter()
-    b = config.bm25
-    bm25 = BM25Index.build([s.text() for s in skills], k1=b.k1, b=b.b, epsilon=b.epsilon,
-                           progress=len(skills) > 20_000)
+    bm25 = build_bm25(skills, config.bm25)  # the same index and parameters as serving's first stage
     timings["bm25_build_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     shingles = [trigram_shingles(s.body) for s in skills]
