@@ -16,7 +16,7 @@ import torch
 
 from skillrouter.corpus.skill import Skill, SkillText
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
-from skillrouter.models.packing import Packed
+from skillrouter.models.packing import Packed, last_token_states
 
 DEFAULT_TASK = "Given a user's request, retrieve the agent skill that best serves it"
 QUERY_MAX_CHARS = 1500
@@ -138,9 +138,7 @@ class Encoder(EncoderInputs):
         """Pooled, L2-normalised embeddings with gradients (training calls this), from a padded batch or, for a
         decoder with packing enabled, a packed one."""
         if isinstance(batch, Packed):
-            packed = batch.to(self.device)
-            hidden = self.model(**packed.model_inputs()).last_hidden_state[0]
-            return torch.nn.functional.normalize(hidden[packed.last_positions].float(), dim=-1)
+            return torch.nn.functional.normalize(last_token_states(self.model, batch, self.device).float(), dim=-1)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if self.decoder:  # right padding + causal attention: pads are invisible to real tokens, no mask needed
             hidden = self.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state

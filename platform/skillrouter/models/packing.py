@@ -68,6 +68,13 @@ def pack(ids: Sequence[Sequence[int]]) -> Packed:
     return Packed(flat, positions, cu, max(lengths))
 
 
+def last_token_states(model, packed: Packed, device) -> torch.Tensor:
+    """The hidden state of each packed sequence's last token, from a transformers base decoder (no LM head) with
+    packing enabled: what the encoder pools and the reranker's yes/no head reads."""
+    packed = packed.to(device)
+    return model(**packed.model_inputs()).last_hidden_state[0][packed.last_positions]
+
+
 def pack_batches(lengths: Sequence[int], max_tokens: int | None) -> list[list[int]]:
     """Consecutive runs of indices of at most `max_tokens` tokens each (a longer sequence alone): the packed rows
     of one forward, whose activations `max_tokens` bounds as `max_batch_tokens` bounds a padded chunk's."""
@@ -119,16 +126,15 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         raise ValueError(f"a packed batch is one row, got {query.shape[0]}")
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, heads, D)
     groups = q.shape[1] // k.shape[1]
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):  # FlashAttention's dtypes; fp32 takes the reference
-        kernel, takes_gqa = _KERNEL
-        if groups > 1 and not takes_gqa:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    flash = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)  # FlashAttention's dtypes; fp32: the reference
+    kernel, takes_gqa = _KERNEL if flash else (None, False)
+    if groups > 1 and not takes_gqa:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if flash:
         extra = {"enable_gqa": True} if takes_gqa and groups > 1 else {}
         out = kernel(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, scale=scaling,
                      window_size=(-1, 0), **extra)  # window (-1, 0): causal
     else:
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         out = _per_sequence(q, k, v, cu_seq_lens_q, scaling)
     return out[None], None
 

@@ -17,7 +17,7 @@ import torch
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import last_token_pool, length_batches
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
-from skillrouter.models.packing import Packed
+from skillrouter.models.packing import Packed, last_token_states
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
           "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
@@ -115,8 +115,7 @@ class Reranker(RerankerInputs):
         """One score per pair, with gradients (training calls this), from a padded batch or, for a decoder with
         packing enabled, a packed one."""
         if isinstance(batch, Packed):
-            packed = batch.to(self.device)
-            last = self.model.model(**packed.model_inputs()).last_hidden_state[0][packed.last_positions]
+            last = last_token_states(self.model.model, batch, self.device)
         else:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             if not self.decoder:

@@ -70,8 +70,7 @@ def train_func(args: dict) -> None:
     module = build_module(args["kind"], t["model"], t["max_length"], t["temperature"], device=str(device),
                           max_batch_tokens=t["max_batch_tokens"], gradient_checkpointing=t["gradient_checkpointing"],
                           mask_margin=t.get("mask_margin"), loss=t.get("loss", "listwise"),
-                          packed=t.get("packing", False), checkpoint_share=t.get("checkpoint_share", 1.0),
-                          compile=t.get("compile", False))
+                          packed=t["packing"], checkpoint_share=t["checkpoint_share"], compile=t["compile"])
     n_params = non_embedding_parameters(module.backbone)
     ds_config = args["deepspeed"]
     zero3 = ds_config["zero_optimization"]["stage"] == 3

@@ -21,6 +21,7 @@ from torch import nn
 from skillrouter.models import packing
 from skillrouter.models.encoder import Encoder, length_batches
 from skillrouter.models.loading import EXPORT_INFO
+from skillrouter.models.packing import Packed
 from skillrouter.models.reranker import Reranker
 from skillrouter.training.losses import InfoNCELoss, ListwiseCELoss, PointwiseBCELoss
 
@@ -37,18 +38,20 @@ class _Trainable(nn.Module):
         # forwards, or the one with more waits forever. The training loop sets this with several ZeRO-3 workers.
         self.sync_chunks = False
 
+    def _as_input(self, ids: Sequence[Sequence[int]]) -> Packed | dict[str, torch.Tensor]:
+        """One chunk's model input: a packed row for a decoder with packing on, else a padded batch."""
+        return packing.pack(ids) if packing.is_enabled(self.backbone) else self.wrapped.pad(ids)
+
     def _inputs(self, ids: Sequence[Sequence[int]]) -> tuple[list, list[int]]:
         """The model inputs of one forward's chunks, and the order of `ids` they hold."""
+        lengths = [len(x) for x in ids]
         if packing.is_enabled(self.backbone):
-            runs = packing.pack_batches([len(x) for x in ids], self.max_batch_tokens)
-            chunks = [packing.pack([ids[i] for i in idx]) for idx in runs]
-            self.tokens += sum(c.tokens for c in chunks)
-            self.padded_tokens += sum(c.tokens for c in chunks)
+            runs = packing.pack_batches(lengths, self.max_batch_tokens)
         else:
-            runs = [idx.tolist() for idx in length_batches([len(x) for x in ids], len(ids), self.max_batch_tokens)]
-            chunks = [self.wrapped.pad([ids[i] for i in idx]) for idx in runs]
-            self.tokens += sum(int(c["attention_mask"].sum()) for c in chunks)
-            self.padded_tokens += sum(c["input_ids"].numel() for c in chunks)
+            runs = [idx.tolist() for idx in length_batches(lengths, len(ids), self.max_batch_tokens)]
+        chunks = [self._as_input([ids[i] for i in idx]) for idx in runs]
+        self.tokens += sum(lengths)
+        self.padded_tokens += sum(c.tokens if isinstance(c, Packed) else c["input_ids"].numel() for c in chunks)
         return chunks, [i for idx in runs for i in idx]
 
     def _chunked(self, ids: Sequence[Sequence[int]], score) -> torch.Tensor:
@@ -58,9 +61,9 @@ class _Trainable(nn.Module):
         if self.sync_chunks:
             counted = torch.tensor([len(chunks)], device=next(self.backbone.parameters()).device)
             torch.distributed.all_reduce(counted, op=torch.distributed.ReduceOp.MAX)
-            one = [[self.wrapped.tokenizer.pad_token_id]]
-            filler = packing.pack(one) if packing.is_enabled(self.backbone) else self.wrapped.pad(one)
-            for _ in range(int(counted) - len(chunks)):
+            missing = int(counted) - len(chunks)
+            filler = self._as_input([[self.wrapped.tokenizer.pad_token_id]]) if missing else None
+            for _ in range(missing):
                 # a one-token forward whose score counts for nothing, but whose forward and backward gather every
                 # layer as the other ranks' extra chunks do
                 out = out + 0.0 * score(filler).sum()
