@@ -42,6 +42,10 @@ def main() -> None:
                    help="train the reranker on other groups (the bundled corpus's own, say) than the encoder")
     p.add_argument("--tag", default="", help="a name for this reranker: runs sharing --out reuse the encoder")
     p.add_argument("--dev-only", action="store_true", help="skip the evaluation among the pool's distractors")
+    p.add_argument("--windows", type=int, default=1,
+                   help="evaluate with skills read in up to this many windows too (models/windows.py)")
+    p.add_argument("--scores", action="store_true",
+                   help="save every dev task's bm25, dense and reranker scores (dev_scores.npz) for fusion analysis")
     args = p.parse_args()
 
     out, suffix = Path(args.out), f"-{args.tag}" if args.tag else ""
@@ -78,16 +82,54 @@ def main() -> None:
     dev = load_benchmark("bundled")
     report = {"training": summaries}
     benches = [("dev", dev)] + ([] if args.dev_only else [("dev+pool", add_distractors(dev, [args.corpus]))])
-    for name, bench in benches:
-        results = []
-        for system in systems:
-            t0 = time.perf_counter()
-            results.append(evaluate_system(system, bench, config))
-            print(f"{name} {system}: {time.perf_counter() - t0:.1f} s", flush=True)
-            report.setdefault(name, {})[system] = results[-1].metrics  # saved as it goes: a cut run keeps its part
-            (out / f"minilm_pool_eval{suffix}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-        print(f"\n{name}: {len(bench.tasks)} tasks, {len(bench.skills):,} skills\n{metrics_table(results)}\n",
-              flush=True)
+    for windows in sorted({1, args.windows}):
+        for section in (config.mining, config.encoder, config.reranker):
+            setattr(section, "encoder_windows" if section is config.mining else "windows", windows)
+        for name, bench in benches:
+            name, results = name + (f" windows={windows}" if windows > 1 else ""), []
+            for system in systems:
+                t0 = time.perf_counter()
+                results.append(evaluate_system(system, bench, config))
+                print(f"{name} {system}: {time.perf_counter() - t0:.1f} s", flush=True)
+                report.setdefault(name, {})[system] = results[-1].metrics  # saved as it goes: a cut run keeps it
+                (out / f"minilm_pool_eval{suffix}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+            print(f"\n{name}: {len(bench.tasks)} tasks, {len(bench.skills):,} skills\n{metrics_table(results)}\n",
+                  flush=True)
+    if args.scores:
+        dev_scores(dev, config, args.minilm, args.windows, out / f"dev_scores{suffix}.npz")
+
+
+def dev_scores(bench, config: PipelineConfig, minilm: str, windows: int, path: Path) -> None:
+    """Every (task, skill) score of bm25, zero-shot and fine-tuned encoders, and the reranker's over the union of
+    the bm25 and fine-tuned top 30 (-inf elsewhere), truncated and windowed: what a fusion study needs."""
+    import numpy as np
+
+    from skillrouter.models.encoder import Encoder, EncoderSpec
+    from skillrouter.models.reranker import Reranker, RerankerSpec
+    from skillrouter.retrieval import build_bm25
+
+    queries, skills = [t.query for t in bench.tasks], list(bench.skills)
+    out = {"bm25": build_bm25(skills, config.bm25).scores(queries)}
+    for w in sorted({1, windows}):
+        for name, model, length in (("minilm", minilm, config.mining.encoder_max_length),
+                                    ("finetuned", str(config.model_dir("encoder")), config.encoder.max_length)):
+            enc = Encoder.load(EncoderSpec(model, length, windows=w))
+            out[f"{name}_w{w}"] = enc.encode_queries(queries) @ enc.encode_skills(skills).T
+    heads = np.argsort(-out["bm25"], axis=1)[:, :30], np.argsort(-out["finetuned_w1"], axis=1)[:, :30]
+    candidates = [sorted(set(a) | set(b)) for a, b in zip(*heads)]
+    for w in sorted({1, windows}):
+        reranker = Reranker.load(RerankerSpec(str(config.model_dir("reranker")), config.reranker.max_length, windows=w))
+        scored = reranker.score_batch([(q, [skills[i] for i in c]) for q, c in zip(queries, candidates)], 64)
+        matrix = np.full((len(queries), len(skills)), -np.inf)
+        for row, (c, s) in enumerate(zip(candidates, scored)):
+            matrix[row, c] = s.numpy()
+        out[f"reranker_w{w}"] = matrix
+    gold = np.zeros((len(queries), len(skills)), dtype=np.int8)
+    index = {s.id: i for i, s in enumerate(skills)}
+    for row, task in enumerate(bench.tasks):
+        gold[row, [index[g] for g in task.gt_skill_ids]] = 1
+    np.savez_compressed(path, gold=gold, **out)
+    print(f"dev scores -> {path}: {sorted(out)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+WINDOWS_DOC = ("a skill longer than max_length is read in up to this many overlapping windows, each headed by its "
+               "name and description: an encoder averages their embeddings, a reranker keeps the best window's score "
+               "(models/windows.py); 1 truncates. For short-window models such as MiniLM")
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -85,6 +89,7 @@ class MiningConfig(_Section):
     lsh_threshold: float = Field(0.4, gt=0, le=1, description="LSH candidate threshold; exact Jaccard decides")
     encoder: str = Field("minilm", description="encoder for neighbours and the cosine layer (id, path, 'minilm')")
     encoder_max_length: int = Field(256, gt=0)
+    encoder_windows: int = Field(1, ge=1, description=WINDOWS_DOC)
     embed_batch_size: int = Field(64, gt=0)
     embed_actors: int = Field(1, ge=1, description="encoder actors (one GPU each when the cluster has GPUs)")
     embed_max_batch_tokens: int | None = Field(None, gt=0, description="token budget per batch (GPU: 131072)")
@@ -101,6 +106,8 @@ class TrainConfig(_Section):
 
     model: str = Field(description="initial weights: a Hugging Face id, a local path, or 'minilm'")
     max_length: int = Field(gt=0, description="tokens per skill text (encoder) or per query-skill pair (reranker)")
+    windows: int = Field(1, ge=1, description=WINDOWS_DOC + "; training reads a skill's first window, inference "
+                         "all of them (the exported model records it)")
     temperature: float = Field(gt=0)
     learning_rate: float = Field(gt=0)
     batch_size: int = Field(8, gt=0, description="groups per micro-batch on each worker")
@@ -193,6 +200,7 @@ class IndexConfig(_Section):
                             description="the alias readers search; versions are named {collection}_v{N}")
     encoder: str = Field("minilm", description="encoder of skills and queries (HF id, local path, 'minilm')")
     max_length: int = Field(256, gt=0, description="tokens per skill text")
+    windows: int = Field(1, ge=1, description=WINDOWS_DOC)
     batch_size: int = Field(64, gt=0, description="texts per encoder batch")
     embed_actors: int = Field(1, ge=1, description="encoder actors for a build (one GPU each on a GPU cluster)")
     keep_versions: int = Field(2, ge=1, description="verified versions kept, the live one included")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from skillrouter.retrieval import (
     rerank_scores,
 )
 
+if TYPE_CHECKING:
+    from skillrouter.models.encoder import EncoderSpec
+
 QUERY_BATCH = 256  # queries per first-stage call: bounds the (queries x skills) score matrices
 
 
@@ -46,10 +49,10 @@ class Retriever(Protocol):
 
 @dataclass(frozen=True)
 class DenseModel:
-    """A bi-encoder of a system: `model(config)` gives the model (id or path) and its max length at build time
-    (`finetuned` reads the profile); `fields` is what it reads of each skill."""
+    """A bi-encoder of a system: `spec(config)` gives the model (id or path), its max length and windows at build
+    time (`finetuned` reads the profile); `fields` is what it reads of each skill."""
 
-    model: Callable[[PipelineConfig], tuple[str, int]]
+    spec: Callable[[PipelineConfig], EncoderSpec]
     fields: SkillText = "full"
 
 
@@ -85,10 +88,9 @@ def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseMod
     catalogue = Catalogue(skills)
     encoder = search = bm25 = None
     if dense is not None:
-        from skillrouter.models.encoder import Encoder, EncoderSpec  # torch only for the systems that need it
+        from skillrouter.models.encoder import Encoder  # torch only for the systems that need it
 
-        model, max_length = dense.model(config)
-        encoder = Encoder.load(EncoderSpec(model=model, max_length=max_length))
+        encoder = Encoder.load(dense.spec(config))
         search = ExactDense(catalogue, encoder.encode_skills(catalogue.skills, fields=dense.fields))
     if bm25_text is not None:
         bm25 = build_bm25(catalogue.skills, config.bm25, bm25_text)
@@ -113,29 +115,39 @@ def trained_model(config: PipelineConfig, kind: str) -> str:
     return str(path)
 
 
-def _minilm(config: PipelineConfig) -> tuple[str, int]:
-    return "minilm", config.mining.encoder_max_length
+def _minilm(config: PipelineConfig) -> EncoderSpec:
+    from skillrouter.models.encoder import EncoderSpec  # the models import torch: only systems that use one
+
+    return EncoderSpec("minilm", config.mining.encoder_max_length, windows=config.mining.encoder_windows)
 
 
-def _finetuned(config: PipelineConfig) -> tuple[str, int]:
-    return trained_model(config, "encoder"), config.encoder.max_length
+def _finetuned(config: PipelineConfig) -> EncoderSpec:
+    from skillrouter.models.encoder import EncoderSpec
+
+    return EncoderSpec(trained_model(config, "encoder"), config.encoder.max_length, windows=config.encoder.windows)
 
 
-def _model(model: str) -> Callable[[PipelineConfig], tuple[str, int]]:
+def _model(model: str) -> Callable[[PipelineConfig], EncoderSpec]:
     # an export of our training jobs reads the length it was trained at (a 128-token CPU model fed 512 tokens, or
-    # the reverse, ranks worse than either); any other model the profile's mining length
-    return lambda config: (model, export_info(model).get("max_length") or config.mining.encoder_max_length)
+    # the reverse, ranks worse than either) and its windows; any other model the profile's mining settings
+    def spec(config: PipelineConfig) -> EncoderSpec:
+        from skillrouter.models.encoder import EncoderSpec
+
+        info = export_info(model)
+        return EncoderSpec(model, info.get("max_length") or config.mining.encoder_max_length,
+                           windows=info.get("windows") or config.mining.encoder_windows)
+    return spec
 
 
 class RerankRetriever:
     """A first stage's top `retrieve_k` rescored by a cross-encoder, in serving's order (`rerank_order`): the
     reranked head, then the first stage's tail, scored below every reranked skill."""
 
-    def __init__(self, first: Retriever, skills: Sequence[Skill], model: str, max_length: int, retrieve_k: int):
-        from skillrouter.models.reranker import Reranker, RerankerSpec
+    def __init__(self, first: Retriever, skills: Sequence[Skill], spec, retrieve_k: int):
+        from skillrouter.models.reranker import Reranker
 
         self.first, self.skills, self.retrieve_k = first, list(skills), retrieve_k
-        self.reranker = Reranker.load(RerankerSpec(model=model, max_length=max_length))
+        self.reranker = Reranker.load(spec)
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         indices, _ = self.first.search(queries, max(k, self.retrieve_k))
@@ -153,9 +165,13 @@ class RerankRetriever:
 
 def _reranked(first: System, model: str | None) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
-        path = model or trained_model(config, "reranker")
-        max_length = (export_info(model).get("max_length") if model else None) or config.reranker.max_length
-        return RerankRetriever(first.build(skills, config), skills, path, max_length, config.routing.retrieve_k)
+        from skillrouter.models.reranker import RerankerSpec
+
+        info = export_info(model) if model else {}
+        spec = RerankerSpec(model or trained_model(config, "reranker"),
+                            info.get("max_length") or config.reranker.max_length,
+                            windows=info.get("windows") or config.reranker.windows)
+        return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k)
     what = model or "the profile's trained reranker"
     return System(f"{first.name}+{'rerank:' + model if model else 'reranker'}",
                   f"{first.description}, top-k reranked by {what}", build)

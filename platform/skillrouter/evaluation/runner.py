@@ -49,7 +49,8 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
     settings = {"bm25": config.bm25.model_dump(), "retrieve_k": config.routing.retrieve_k,
                 "fusion_depth": config.serving.fusion_depth, "rrf_k": config.serving.rrf_k,
                 "dense_max_length": config.mining.encoder_max_length, "encoder_max_length": config.encoder.max_length,
-                "reranker_max_length": config.reranker.max_length}
+                "reranker_max_length": config.reranker.max_length,
+                "windows": [config.mining.encoder_windows, config.encoder.windows, config.reranker.windows]}
     out = {"benchmark": benchmark_version(bench), "models": models, "top_k": top_k, "settings": settings}
     named = {model: model_version(model) for model in named_models(system)}
     if named:  # only then: the saved results of the profile's own systems keep their provenance

@@ -19,7 +19,8 @@ from skillrouter.config import IndexConfig, PipelineConfig
 from skillrouter.corpus.skill import Skill
 from skillrouter.index.store import ENCODER_PROPERTY, SkillIndex, SkillIndexError, is_lite
 from skillrouter.mining.embeddings import embed_skills
-from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.models.encoder import Encoder, EncoderSpec, skill_texts
+from skillrouter.models.windows import mean_rows
 
 
 def index_uri(config: PipelineConfig) -> str:
@@ -36,7 +37,7 @@ def open_index(config: PipelineConfig, create: bool = False) -> SkillIndex:
 
 
 def encoder_spec(cfg: IndexConfig) -> EncoderSpec:
-    return EncoderSpec(model=cfg.encoder, max_length=cfg.max_length)
+    return EncoderSpec(model=cfg.encoder, max_length=cfg.max_length, windows=cfg.windows)
 
 
 def _check_ids(skills: Sequence[Skill]) -> None:
@@ -126,9 +127,9 @@ def sync_index(skills: Sequence[Skill], config: PipelineConfig, *,
         todo = new + changed
         vectors = np.empty((0, index.dim(live)), dtype=np.float32)
         if todo:
-            texts = [Encoder.format_skill(s) for s in todo]
-            vectors = _unit_rows(embed(texts) if embed else Encoder.load(spec).encode(texts, cfg.batch_size),
-                                 len(todo), dim=vectors.shape[1])
+            texts, owner = skill_texts(todo, spec)
+            rows = embed(texts) if embed else Encoder.load(spec).encode(texts, cfg.batch_size)
+            vectors = _unit_rows(mean_rows(rows, owner, len(todo)), len(todo), dim=vectors.shape[1])
             index.upsert(todo, vectors, live)
         if gone:
             index.delete(gone, live)

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from skillrouter.corpus.skill import Skill, corpus_version
-from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.models.encoder import Encoder, EncoderSpec, skill_texts
 from skillrouter.models.loading import model_version
+from skillrouter.models.windows import mean_rows
 from skillrouter.raycluster import ensure_ray
 
 
@@ -74,9 +75,10 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
     if path.exists():
         log(f"corpus embeddings: cached {path}")
         return np.load(path)
-    texts = [Encoder.format_skill(s) for s in skills]
+    texts, owner = skill_texts(skills, spec)
     emb = embed(texts) if embed else embed_texts(texts, spec, actors=actors, batch_size=batch_size,
                                                  max_batch_tokens=max_batch_tokens, compile=compile)
+    emb = mean_rows(emb, owner, len(skills))
     save_embeddings(emb, path, spec, skills)
     log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} -> {path}")
     return emb

@@ -40,7 +40,7 @@ STAT_KEYS = ("queries", "negatives", "examined", "backfilled", "short_groups",
 
 
 def encoder_spec(cfg: MiningConfig) -> EncoderSpec:
-    return EncoderSpec(model=cfg.encoder, max_length=cfg.encoder_max_length)
+    return EncoderSpec(model=cfg.encoder, max_length=cfg.encoder_max_length, windows=cfg.encoder_windows)
 
 
 def build_index(skills: Sequence[Skill], categories: Categories, embeddings: np.ndarray, config: PipelineConfig,

@@ -9,7 +9,7 @@ Input formats, used alike by mining, training, indexing, serving and evaluation:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch
 from skillrouter.corpus.skill import Skill, SkillText
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
 from skillrouter.models.packing import Packed, last_token_states
+from skillrouter.models.windows import mean_rows, skill_windows, windowed
 
 DEFAULT_TASK = "Given a user's request, retrieve the agent skill that best serves it"
 QUERY_MAX_CHARS = 1500
@@ -28,15 +29,19 @@ class EncoderSpec:
     max_length: int = 512
     task: str = DEFAULT_TASK
     query_max_chars: int = QUERY_MAX_CHARS
+    windows: int = 1  # a skill longer than max_length: the mean of up to this many windows (models/windows.py)
 
     def cache_key(self) -> str:
-        return f"{self.model}|{self.max_length}|{self.task}|{self.query_max_chars}"
+        key = f"{self.model}|{self.max_length}|{self.task}|{self.query_max_chars}"
+        return key + (f"|windows={self.windows}" if self.windows > 1 else "")  # keys written before stay valid
 
     @classmethod
     def from_cache_key(cls, key: str) -> EncoderSpec:
         """The spec a cache key (or an index's recorded encoder) was made from."""
-        model, max_length, *task, query_max_chars = key.split("|")
-        return cls(model, int(max_length), "|".join(task), int(query_max_chars))
+        parts = key.split("|")
+        windows = int(parts.pop().removeprefix("windows=")) if parts[-1].startswith("windows=") else 1
+        model, max_length, *task, query_max_chars = parts
+        return cls(model, int(max_length), "|".join(task), int(query_max_chars), windows)
 
 
 def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -87,6 +92,17 @@ class EncoderInputs:
     def format_skill(skill: Skill, fields: SkillText = "full") -> str:
         """`name | description | body` (no instruction), or `name | description` for the paper's ablation."""
         return skill.routing_text(fields)
+
+    def skill_texts(self, skills: Sequence[Skill], fields: SkillText = "full") -> tuple[list[str], np.ndarray]:
+        """The texts embedded for `skills` and the skill each belongs to: one per skill, or with `spec.windows` > 1
+        up to that many windows of a long skill, to be averaged by `windows.mean_rows`."""
+        if self.spec.windows == 1 or fields != "full":
+            return [self.format_skill(s, fields) for s in skills], np.arange(len(skills))
+
+        def expand(skill: Skill) -> list[str]:
+            room = self.spec.max_length - len(self.tokenize([self.format_skill(replace(skill, body=""))])[0])
+            return [self.format_skill(w) for w in skill_windows(self.tokenizer, skill, room, self.spec.windows)]
+        return windowed(skills, expand)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of formatted texts, truncated to `max_length`, unpadded."""
@@ -159,4 +175,13 @@ class Encoder(EncoderInputs):
         return self.encode([self.format_query(q) for q in queries], batch_size)
 
     def encode_skills(self, skills: Sequence[Skill], batch_size: int = 64, fields: SkillText = "full") -> np.ndarray:
-        return self.encode([self.format_skill(s, fields) for s in skills], batch_size)
+        texts, owner = self.skill_texts(skills, fields)
+        return mean_rows(self.encode(texts, batch_size), owner, len(skills))
+
+
+def skill_texts(skills: Sequence[Skill], spec: EncoderSpec) -> tuple[list[str], np.ndarray]:
+    """`EncoderInputs.skill_texts` for callers that embed elsewhere (Ray Data actors, a serving replica): only a
+    windowed spec loads the tokenizer."""
+    if spec.windows == 1:
+        return [EncoderInputs.format_skill(s) for s in skills], np.arange(len(skills))
+    return EncoderInputs.from_spec(spec).skill_texts(skills)

@@ -10,14 +10,16 @@ the full 151K-token vocabulary projection would cost as much as several transfor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import last_token_pool, length_batches
 from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
 from skillrouter.models.packing import Packed, last_token_states
+from skillrouter.models.windows import max_scores, skill_windows, windowed
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
           "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
@@ -30,6 +32,7 @@ class RerankerSpec:
     model: str = "minilm"
     max_length: int = 512
     instruction: str = DEFAULT_INSTRUCTION
+    windows: int = 1  # a skill longer than the pair's room: the best of up to this many windows (models/windows.py)
 
 
 class RerankerInputs:
@@ -57,6 +60,14 @@ class RerankerInputs:
             return (f"{PREFIX}<Instruct>: {self.spec.instruction}\n<Query>: {query}\n<Document>: {skill.text()}"
                     f"{SUFFIX}")
         return query, skill.text()
+
+    def pair_windows(self, query: str, skill: Skill) -> list[str | tuple[str, str]]:
+        """`format_pair` of the skill, or with `spec.windows` > 1 of each window of a skill too long for the room
+        the query and the format leave."""
+        if self.spec.windows == 1:
+            return [self.format_pair(query, skill)]
+        room = self.spec.max_length - len(self.pair_ids([self.format_pair(query, replace(skill, body=""))])[0])
+        return [self.format_pair(query, w) for w in skill_windows(self.tokenizer, skill, room, self.spec.windows)]
 
     def pair_ids(self, pairs: Sequence[str | tuple[str, str]]) -> list[list[int]]:
         """Token ids of formatted pairs, at most `max_length` each, unpadded."""
@@ -135,10 +146,12 @@ class Reranker(RerankerInputs):
     def score_batch(self, items: Sequence[tuple[str, Sequence[Skill]]], batch_size: int = 16) -> list[torch.Tensor]:
         """One score tensor per (query, skills) item. The pairs of all items go through the model together in
         length-sorted batches (little padding): a serving replica scores several requests in one pass."""
-        pairs = [self.format_pair(query, s) for query, skills in items for s in skills]
-        out = torch.empty(len(pairs))
+        flat = [(query, s) for query, skills in items for s in skills]
+        pairs, owner = windowed(flat, lambda pair: self.pair_windows(*pair))
+        out = np.empty(len(pairs))
         if pairs:
             ids = self.pair_ids(pairs)
             for idx in length_batches([len(x) for x in ids], batch_size):
-                out[torch.from_numpy(idx)] = self.forward(self.pad([ids[i] for i in idx])).cpu()
-        return list(torch.split(out, [len(skills) for _, skills in items]))
+                out[idx] = self.forward(self.pad([ids[i] for i in idx])).cpu().numpy()
+        best = torch.from_numpy(max_scores(out, owner, len(flat))).float()
+        return list(torch.split(best, [len(skills) for _, skills in items]))

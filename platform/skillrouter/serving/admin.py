@@ -64,7 +64,7 @@ def reranker_model(config: PipelineConfig) -> str | None:
 def _with_spec(config: PipelineConfig, spec: EncoderSpec) -> PipelineConfig:
     """`config` with the index section naming `spec` (the library's build and sync read the encoder there)."""
     out = config.model_copy(deep=True)
-    out.index.encoder, out.index.max_length = spec.model, spec.max_length
+    out.index.encoder, out.index.max_length, out.index.windows = spec.model, spec.max_length, spec.windows
     return out
 
 

@@ -392,7 +392,8 @@ class RerankerDeployment:
         self.name = model
         if model is None:
             return
-        self.model = Reranker.load(RerankerSpec(model=model, max_length=config.reranker.max_length))
+        self.model = Reranker.load(RerankerSpec(model=model, max_length=config.reranker.max_length,
+                                                  windows=config.reranker.windows))
         self.catalogue: Generations[Catalogue] = Generations(
             generation_path(config), lambda previous: load_catalogue(config), wait_s=config.serving.reload_wait_s)
         # one request's pairs (up to routing.retrieve_k) must fit in a batch

@@ -54,7 +54,7 @@ def resolve_deepspeed(path: str | Path, t: TrainConfig, use_gpu: bool) -> dict:
 
 
 # settings that change how fast a model trains, not what it learns: changing them does not retrain it
-EXECUTION_ONLY = {"output_dir", "storage_path", "log_every", "packing", "compile", "checkpoint_share"}
+EXECUTION_ONLY = {"output_dir", "storage_path", "log_every", "packing", "compile", "checkpoint_share", "windows"}
 
 
 def fingerprint(kind: str, t: TrainConfig, groups: pa.Table, skills: Sequence[Skill], seed: int) -> str:

@@ -149,6 +149,6 @@ def train_func(args: dict) -> None:
         exported = None
         if rank == 0:
             info = {"kind": args["kind"], "base_model": t["model"], "max_length": t["max_length"],
-                    "steps": engine.global_steps, "world_size": world, "final": final}
+                    "windows": t["windows"], "steps": engine.global_steps, "world_size": world, "final": final}
             exported = ray.train.Checkpoint.from_directory(str(module.export(Path(tmp), state, info)))
         ray.train.report(final, checkpoint=exported, checkpoint_dir_name="export")
