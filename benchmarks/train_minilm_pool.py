@@ -10,6 +10,7 @@ Pool bodies may be cut (1,500 characters were shipped to the GPU host): MiniLM r
 """
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ def main() -> None:
     p.add_argument("--dev-only", action="store_true", help="skip the evaluation among the pool's distractors")
     p.add_argument("--windows", type=int, default=1,
                    help="evaluate with skills read in up to this many windows too (models/windows.py)")
+    p.add_argument("--seed", type=int, default=0, help="the training runs' seed (sampling, order, heads)")
+    p.add_argument("--encoder-only", action="store_true", help="train and evaluate the encoder alone")
     p.add_argument("--scores", action="store_true",
                    help="save every dev task's bm25, dense and reranker scores (dev_scores.npz) for fusion analysis")
     args = p.parse_args()
@@ -65,6 +68,7 @@ def main() -> None:
                      "output_dir": str(out / "run" / "models" / f"reranker{suffix}")},
         "mining": {"encoder_max_length": 256},
         "routing": {"retrieve_k": 20},
+        "seed": args.seed,
     })
     print(f"{len(skills):,} skills, {groups.num_rows:,} groups, read in {time.perf_counter() - started:.1f} s",
           flush=True)
@@ -72,30 +76,30 @@ def main() -> None:
     if args.reranker_data:
         rerank_skills = read_skills(args.reranker_data[0])
         rerank_groups = pq.read_table(args.reranker_data[1])
+    kinds = [("encoder", skills, groups)] + ([] if args.encoder_only else [("reranker", rerank_skills, rerank_groups)])
     summaries = [run_training(kind, data_skills, data_groups, config, log=lambda line: print(line, flush=True))
-                 for kind, data_skills, data_groups in (("encoder", skills, groups),
-                                                        ("reranker", rerank_skills, rerank_groups))]
+                 for kind, data_skills, data_groups in kinds]
     print_training_summary(summaries)
 
     systems = ["bm25", f"dense:{args.minilm}", "finetuned", "finetuned+reranker", "bm25+reranker",
                "hybrid:finetuned", "hybrid:finetuned+reranker"]
+    systems = [s for s in systems if not (args.encoder_only and "reranker" in s)]
     dev = load_benchmark("bundled")
     report = {"training": summaries}
     benches = [("dev", dev)] + ([] if args.dev_only else [("dev+pool", add_distractors(dev, [args.corpus]))])
-    for windows in sorted({1, args.windows}):
+    for (name, bench), windows in itertools.product(benches, sorted({1, args.windows})):  # the small dev set first
         for section in (config.mining, config.encoder, config.reranker):
             setattr(section, "encoder_windows" if section is config.mining else "windows", windows)
-        for name, bench in benches:
-            name, results = name + (f" windows={windows}" if windows > 1 else ""), []
-            for system in systems:
-                t0 = time.perf_counter()
-                results.append(evaluate_system(system, bench, config))
-                print(f"{name} {system}: {time.perf_counter() - t0:.1f} s", flush=True)
-                report.setdefault(name, {})[system] = results[-1].metrics  # saved as it goes: a cut run keeps it
-                (out / f"minilm_pool_eval{suffix}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-            print(f"\n{name}: {len(bench.tasks)} tasks, {len(bench.skills):,} skills\n{metrics_table(results)}\n",
-                  flush=True)
-    if args.scores:
+        name, results = name + (f" windows={windows}" if windows > 1 else ""), []
+        for system in systems:
+            t0 = time.perf_counter()
+            results.append(evaluate_system(system, bench, config))
+            print(f"{name} {system}: {time.perf_counter() - t0:.1f} s", flush=True)
+            report.setdefault(name, {})[system] = results[-1].metrics  # saved as it goes: a cut run keeps it
+            (out / f"minilm_pool_eval{suffix}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        print(f"\n{name}: {len(bench.tasks)} tasks, {len(bench.skills):,} skills\n{metrics_table(results)}\n",
+              flush=True)
+    if args.scores and not args.encoder_only:
         dev_scores(dev, config, args.minilm, args.windows, out / f"dev_scores{suffix}.npz")
 
 
