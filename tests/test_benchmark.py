@@ -121,28 +121,29 @@ def test_dense_systems(eval_core_dir):
 
 
 def test_exported_models_read_the_length_they_were_trained_at(eval_core_dir, tmp_path, monkeypatch):
-    """`dense:PATH` and `+rerank:PATH` of a training job's export use its recorded max_length, not the profile's
-    (a reranker trained on 128-token pairs and fed 512, or the reverse, ranks worse than either)."""
+    """`dense:PATH` and `+rerank:PATH` of a training job's export use its recorded max_length and windows, not the
+    profile's (a reranker trained on 128-token pairs and fed 512, or the reverse, ranks worse than either)."""
     import skillrouter.systems as systems
     from skillrouter.config import PipelineConfig
     from skillrouter.models.loading import EXPORT_INFO, export_info
 
     export = tmp_path / "reranker"
     export.mkdir()
-    (export / EXPORT_INFO).write_text(json.dumps({"kind": "reranker", "max_length": 96}))
-    config = PipelineConfig()
+    (export / EXPORT_INFO).write_text(json.dumps({"kind": "reranker", "max_length": 96, "windows": 3}))
+    config = PipelineConfig.model_validate({"mining": {"encoder_windows": 2}, "reranker": {"windows": 5}})
     assert export_info(str(export))["max_length"] == 96 and export_info(str(tmp_path)) == {}
-    assert systems.get_system(f"dense:{export}").dense.model(config) == (str(export), 96)
-    assert systems.get_system("dense:minilm").dense.model(config) == ("minilm", config.mining.encoder_max_length)
+    spec = systems.get_system(f"dense:{export}").dense.spec(config)
+    assert (spec.model, spec.max_length, spec.windows) == (str(export), 96, 3)
+    spec = systems.get_system("dense:minilm").dense.spec(config)  # no export info: the profile's mining settings
+    assert (spec.model, spec.max_length, spec.windows) == ("minilm", config.mining.encoder_max_length, 2)
 
     built = {}
-    monkeypatch.setattr(systems, "RerankRetriever", lambda first, skills, model, max_length, k: built.update(
-        model=model, max_length=max_length))
+    monkeypatch.setattr(systems, "RerankRetriever", lambda first, skills, spec, k: built.update(spec=spec))
     skills = load_eval_core(eval_core_dir).skills
     systems.get_system(f"bm25+rerank:{export}").build(skills, config)
-    assert built == {"model": str(export), "max_length": 96}
-    systems.get_system(f"bm25+rerank:{tmp_path}").build(skills, config)  # no export info: the profile's length
-    assert built["max_length"] == config.reranker.max_length
+    assert (built["spec"].model, built["spec"].max_length, built["spec"].windows) == (str(export), 96, 3)
+    systems.get_system(f"bm25+rerank:{tmp_path}").build(skills, config)  # no export info: the profile's settings
+    assert (built["spec"].max_length, built["spec"].windows) == (config.reranker.max_length, 5)
 
 
 def test_reciprocal_rank_fusion():
