@@ -86,8 +86,9 @@ def make_skill(record: dict[str, Any], *, source: str, max_chars: int) -> Skill:
                  source=_as_text(record.get("source"), "source") or source, metadata=metadata)
 
 
-def _validated(record: dict[str, Any], *, location: str, source: str, max_chars: int,
-               keep_record: bool = True) -> Skill | Quarantined:
+def validate_record(record: dict[str, Any], *, location: str, source: str, max_chars: int,
+                    keep_record: bool = True) -> Skill | Quarantined:
+    """A raw record as a Skill, or Quarantined with the one reason it cannot be one (never raises)."""
     try:
         return make_skill(record, source=source, max_chars=max_chars)
     except _Reject as rej:
@@ -127,7 +128,7 @@ def read_skill_md(path: Path, *, skill_id: str, source: str, max_chars: int,
     extra = record.pop("metadata", None)
     record["metadata"] = {"path": rel_path or path.name, **(extra if isinstance(extra, dict) else {})}
     # The file stays where it is, so the quarantine points at it instead of copying the text.
-    return _validated(record, location=location, source=source, max_chars=max_chars, keep_record=False)
+    return validate_record(record, location=location, source=source, max_chars=max_chars, keep_record=False)
 
 
 def iter_skill_tree(root: Path, *, max_chars: int) -> Iterator[Skill | Quarantined]:
@@ -173,7 +174,7 @@ def iter_jsonl(path: Path, *, max_chars: int) -> Iterator[Skill | Quarantined]:
                     yield Quarantined("invalid_json", f"line is a JSON {type(obj).__name__}, not an object",
                                       location, record={"raw": obj})
                     continue
-                yield _validated(obj, location=location, source=source, max_chars=max_chars)
+                yield validate_record(obj, location=location, source=source, max_chars=max_chars)
     except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt gzip, unreadable file
         yield Quarantined("unreadable_file", f"stopped after line {lineno}: {exc}", str(path))
 
@@ -196,7 +197,7 @@ def iter_parquet(path: Path, *, max_chars: int) -> Iterator[Skill | Quarantined]
                     record["metadata"] = json.loads(record["metadata"])
                 except json.JSONDecodeError:
                     pass
-            yield _validated(record, location=f"{path}#row{row}", source=source, max_chars=max_chars)
+            yield validate_record(record, location=f"{path}#row{row}", source=source, max_chars=max_chars)
 
 
 # --- dispatch ----------------------------------------------------------------------------------------------

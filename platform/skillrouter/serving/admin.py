@@ -16,7 +16,7 @@ from typing import Any
 
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import ingest, read_skills, write_skills
-from skillrouter.corpus.readers import Quarantined, _validated
+from skillrouter.corpus.readers import Quarantined, validate_record
 from skillrouter.corpus.skill import Skill
 from skillrouter.index.build import build_index, encoder_spec, open_index, sync_index
 from skillrouter.index.store import SkillIndexError
@@ -175,7 +175,7 @@ class IndexWriter:
         started = time.perf_counter()
         new: dict[str, Skill] = {}
         for record in records:
-            item = _validated(dict(record), location="POST /v1/index", source="api",
+            item = validate_record(dict(record), location="POST /v1/index", source="api",
                               max_chars=self.config.corpus.max_skill_chars, keep_record=False)
             if isinstance(item, Quarantined):
                 raise AdminError(f"skill {item.id!r}: {item.reason}: {item.detail}")
