@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import Skill, id_problem
 from skillrouter.corpus.skillmd import SkillMdError, parse_skill_md
 
 SKILL_FILE_NAMES = ("SKILL.md", "skill.md")
@@ -65,6 +65,8 @@ def make_skill(record: dict[str, Any], *, source: str, max_chars: int) -> Skill:
     skill_id = _as_text(record.get("id", record.get("skill_id")), "id")
     if not skill_id:
         raise _Reject("missing_id", "record has neither 'id' nor 'skill_id'")
+    if (problem := id_problem(skill_id)) is not None:
+        raise _Reject("invalid_id", problem)
     name = _as_text(record.get("name"), "name")
     if not name:
         raise _Reject("missing_name", "'name' is missing or empty")

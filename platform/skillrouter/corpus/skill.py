@@ -10,6 +10,27 @@ from typing import Any, Literal
 
 SkillText = Literal["full", "name_description"]
 SKILL_COLUMNS = ("id", "name", "description", "body", "category", "source", "metadata", "content_hash")
+# The index stores ids as VARCHAR primary keys, whose limit counts UTF-8 bytes; an id is never cut, so a
+# longer one is refused where it enters (ingestion, the admin API), not when the index meets it.
+ID_MAX_BYTES = 512
+_CONTROL = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def id_problem(skill_id: str) -> str | None:
+    """Why `skill_id` cannot name a skill (empty, over `ID_MAX_BYTES` of UTF-8, not valid Unicode, or holding a
+    control character), or None when it can."""
+    if not skill_id:
+        return "the id is empty"
+    try:
+        size = len(skill_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the id is not valid Unicode (a lone surrogate)"
+    if size > ID_MAX_BYTES:
+        return f"the id is {size:,} bytes of UTF-8, over the index's limit of {ID_MAX_BYTES}"
+    bad = next((c for c in skill_id if c in _CONTROL), None)
+    if bad is not None:
+        return f"the id holds the control character {bad!r}"
+    return None
 
 
 @dataclass(frozen=True)

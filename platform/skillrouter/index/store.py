@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import ID_MAX_BYTES, Skill
 
 # VARCHAR limits count UTF-8 bytes on a server; ids are never cut (the real pool's longest is 227 bytes).
-ID_MAX_BYTES = 512
 FIELD_MAX_BYTES = {"content_hash": 64, "name": 512, "category": 256, "source": 256}
 ENCODER_PROPERTY, VERIFIED_PROPERTY = "skillrouter.encoder", "skillrouter.verified"
 INSERT_BATCH_BYTES = 16 << 20  # well under gRPC's 64 MiB message limit at any dimension
