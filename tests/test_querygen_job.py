@@ -67,6 +67,33 @@ def test_budget_stops_cleanly_and_a_rerun_continues(ray_cluster, repo_root, tmp_
     assert sum(stub.requests.values()) == 12 and max(stub.requests.values()) == 1  # nothing asked twice
 
 
+def test_the_budget_holds_across_reruns_and_counts_every_paid_request(ray_cluster, repo_root, tmp_path, skills,
+                                                                      stub):
+    cfg = config(repo_root, tmp_path, "querygen.generator=llm", f"querygen.base_url={stub.base_url}",
+                 "querygen.num_skills=12", "querygen.actors=1", "querygen.max_in_flight_per_actor=1",
+                 "querygen.budget.max_requests=6", "querygen.backoff_base_s=0.01")
+    sampled = set(_sampled(skills, cfg))
+    for skill in skills:
+        if skill.id in sampled:
+            stub.script(skill.name, "429")  # a failed attempt before each answer: paid for all the same
+    out = tmp_path / "queries"
+    first = run_query_generation(skills, cfg, out, log=lambda *_: None)
+    assert sum(stub.requests.values()) == 6 and first["usage"]["requests"] == 6 > sum(stub.answered.values())
+    assert first["usage_this_run"]["requests"] == 6 and first["stopped_by_budget"] == "request budget of 6 reached"
+    again = run_query_generation(skills, cfg, out, log=lambda *_: None)  # the same command: nothing more is paid
+    assert sum(stub.requests.values()) == 6 and again["usage"]["requests"] == 6
+    assert again["usage_this_run"]["requests"] == 0 and again["stopped_by_budget"] == "request budget of 6 reached"
+
+
+def _sampled(skills, cfg) -> list[str]:
+    from skillrouter.corpus.categories import categories_for
+    from skillrouter.querygen.sampling import stratified_sample
+
+    qc = cfg.querygen
+    return [s.id for s in stratified_sample(skills, categories_for(skills, qc.categories_k, cfg.seed),
+                                            qc.num_skills, cfg.seed)]
+
+
 def test_dry_run_prints_an_estimate_and_sends_nothing(ray_cluster, repo_root, tmp_path, skills, stub):
     cfg = config(repo_root, tmp_path, "querygen.generator=llm", f"querygen.base_url={stub.base_url}",
                  "querygen.num_skills=30", "querygen.dry_run=true")

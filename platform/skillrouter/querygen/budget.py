@@ -2,7 +2,8 @@
 
 Workers reserve the worst case (prompt estimate plus `max_tokens` of output) before sending a request and settle
 the real usage after, so that concurrent requests can never overshoot the limit. Once a reservation is refused
-the budget is closed and every later one is refused too: the job stops cleanly, keeping what it has.
+the budget is closed and every later one is refused too: the job stops cleanly, keeping what it has. A rerun into
+the same folder starts from what earlier runs spent (`spent`, summed from its log), so the limit is cumulative.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ class Usage:
         return Usage(self.requests + other.requests, self.prompt_tokens + other.prompt_tokens,
                      self.completion_tokens + other.completion_tokens)
 
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.requests - other.requests, self.prompt_tokens - other.prompt_tokens,
+                     self.completion_tokens - other.completion_tokens)
+
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
@@ -35,10 +40,11 @@ class Budget:
     """Limits are optional; `None` means unlimited. Not thread-safe: share it through one Ray actor."""
 
     def __init__(self, max_requests: int | None = None, max_tokens: int | None = None,
-                 max_cost_usd: float | None = None, input_per_mtok: float = 0.0, output_per_mtok: float = 0.0):
+                 max_cost_usd: float | None = None, input_per_mtok: float = 0.0, output_per_mtok: float = 0.0,
+                 spent: Usage | None = None):
         self.max_requests, self.max_tokens, self.max_cost_usd = max_requests, max_tokens, max_cost_usd
         self.prices = (input_per_mtok, output_per_mtok)
-        self.spent = Usage()
+        self.spent = spent or Usage()
         self.reserved = Usage()
         self.closed_reason: str | None = None
 

@@ -56,10 +56,16 @@ async def generate_llm(skill: Skill, state: SkillState, *, n: int, max_attempts:
     state.generator, state.model = "llm", client.model
     for q in state.queries:  # a resumed skill: earlier queries still count as duplicates
         guard.accept(q)
+
+    async def settle_logged(prompt_tokens: int, max_tokens: int, usage: Usage) -> None:
+        state.usage = state.usage + usage
+        log.request(state.skill_id, usage)  # before the budget hears of it: a kill then overcounts, never under
+        await settle(prompt_tokens, max_tokens, usage)
+
     while not _finish_if_settled(state, n, max_attempts):
         need = n - len(state.queries)
         try:
-            reply = await client.complete_json(prompt.messages(skill, need), reserve, settle)
+            reply = await client.complete_json(prompt.messages(skill, need), reserve, settle_logged)
         except BudgetExhausted:
             return state
         except RequestFailed as err:
@@ -72,7 +78,6 @@ async def generate_llm(skill: Skill, state: SkillState, *, n: int, max_attempts:
         accepted, rejected = validate_reply(reply.data, guard, need)
         state.queries += accepted
         state.rejected.update(rejected)
-        state.usage = state.usage + reply.usage
         log.answer(state, accepted, dict(rejected), reply.usage, reply.raw)
     log.finish(state)
     return state

@@ -26,7 +26,7 @@ from skillrouter.querygen.budget import Budget, Usage
 from skillrouter.querygen.client import ChatClient, JobFailed, RetryPolicy
 from skillrouter.querygen.generate import generate_llm, generate_offline_logged
 from skillrouter.querygen.leak_guard import LeakGuard, document_frequencies, normalise
-from skillrouter.querygen.log import FAILED, OK, LogWriter, SkillState, replay
+from skillrouter.querygen.log import FAILED, OK, LogWriter, SkillState, replay, spent
 from skillrouter.querygen.prompts import QueryPrompt
 from skillrouter.querygen.sampling import stratified_sample
 from skillrouter.raycluster import ensure_ray
@@ -175,6 +175,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
     (out / "categories.json").write_text(json.dumps({"method": cats.method, "by_skill": cats.by_skill}) + "\n")
     sample = stratified_sample(skills, cats, qc.num_skills, config.seed)
     states = replay(out / "parts")
+    spent_before = spent(states)  # by earlier runs into this folder: the budget is cumulative
     todo = [s for s in sample if not (s.id in states and states[s.id].done)]
     generator = resolve_generator(qc)
     log(f"query generation ({generator}): {len(sample)} of {len(skills)} skills, stratified over "
@@ -207,7 +208,8 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
             # Without a limit there is nothing to enforce: skip two actor calls per request.
             limited = (b.max_requests, b.max_tokens, b.max_cost_usd) != (None, None, None)
             budget = ray.remote(Budget).remote(b.max_requests, b.max_tokens, b.max_cost_usd,
-                                               b.input_usd_per_mtok, b.output_usd_per_mtok) if limited else None
+                                               b.input_usd_per_mtok, b.output_usd_per_mtok,
+                                               spent=spent_before) if limited else None
             env = {k: os.environ[k] for k in (qc.api_key_env, "OPENAI_BASE_URL") if k in os.environ}
             ds = ds.map_batches(LLMWorker, fn_constructor_kwargs={"out_dir": str(out), "qc": qc, "budget": budget,
                                                                   "seed": config.seed},
@@ -231,6 +233,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
     n_queries = write_queries(states, sample, out)
     summary = summarise(states, sample, qc, generator, cats.method, budget_state, time.perf_counter() - started)
     summary["queries"] = n_queries
+    summary["usage_this_run"] = (spent(states) - spent_before).to_json()
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -238,7 +241,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
 def summarise(states: dict[str, SkillState], sample: Sequence[Skill], qc: QueryGenConfig, generator: str,
               categories_method: str, budget_state: dict | None, seconds: float) -> dict:
     mine = [states[s.id] for s in sample if s.id in states]
-    usage = sum((st.usage for st in mine), Usage())
+    usage = spent(states)  # every paid request logged in the folder, answered or not, this run's and earlier ones'
     rejected: Counter = Counter()
     for st in mine:
         rejected.update(st.rejected)
@@ -264,8 +267,10 @@ def print_query_summary(summary: dict, out: str | Path, log=print) -> None:
     if summary["rejections"]:
         log("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["rejections"].items())))
     if u["requests"]:
-        log(f"requests {u['requests']:,}, tokens {u['prompt_tokens']:,} in / {u['completion_tokens']:,} out, "
-              f"estimated cost ${summary['estimated_cost_usd']:.4f}")
+        this_run = summary.get("usage_this_run", u)["requests"]
+        log(f"requests {u['requests']:,} ({this_run:,} this run; the budget counts every run into this folder), "
+            f"tokens {u['prompt_tokens']:,} in / {u['completion_tokens']:,} out, "
+            f"estimated cost ${summary['estimated_cost_usd']:.4f}")
     if summary["stopped_by_budget"]:
         log(f"stopped: {summary['stopped_by_budget']}; rerun with a larger budget to continue")
     log(f"wrote {Path(out) / 'queries.parquet'} and {Path(out) / 'summary.json'}")
