@@ -131,7 +131,11 @@ def test_deterministic_and_independent_of_batching():
     qe = np.stack([query_for(emb, p, rng) for p in [0, 5, 11, 17]])
     split = [mine_batch(index, [f"q{k}"], [f"topic{p}x1 topic{p}x2"], [f"s{p}"], qe[k:k + 1], MiningConfig())[0][0]
              for k, p in enumerate([0, 5, 11, 17])]
-    assert split == one
+    # the same negatives from the same sources; a score may differ in its last float32 digits, since BLAS sums a
+    # batch's matrix product in another order than a single row's (seen: 6th decimal, numpy 2.4 + OpenBLAS 0.3.31)
+    assert [[(n["skill_id"], n["source"]) for n in g] for g in split] == \
+        [[(n["skill_id"], n["source"]) for n in g] for g in one]
+    assert np.allclose([n["score"] for g in split for n in g], [n["score"] for g in one for n in g], atol=1e-5)
     other, _ = mine(index, emb, [0, 5, 11, 17], cfg=MiningConfig(seed=9))
     assert [n for g in other for n in g if n["source"] in (CATEGORY, RANDOM)] != \
         [n for g in one for n in g if n["source"] in (CATEGORY, RANDOM)]
