@@ -105,3 +105,15 @@ def test_a_packed_row_equals_the_padded_batch(tiny_qwen3):
         assert packing.is_enabled(encoder.model)
         torch.testing.assert_close(encoder.forward(pack(ids)), padded, atol=1e-5, rtol=0)
         torch.testing.assert_close(encoder.forward(encoder.pad(ids)), padded, atol=1e-6, rtol=0)
+
+
+def test_the_models_own_length_limit_wins_over_a_profiles(caplog):
+    # a Qwen3 profile's 2,048 tokens asked of the 512-position MiniLM: cut to 512 with a warning, no failed forward
+    from skillrouter.models.reranker import Reranker, RerankerSpec
+
+    long_skill = Skill("x/long", "long", "a long skill", "word " * 3000)
+    encoder = Encoder.load(EncoderSpec("minilm", max_length=2048), device="cpu")
+    assert encoder.spec.max_length == 512 and "over the model's 512 positions" in caplog.text
+    assert encoder.encode_skills([long_skill]).shape == (1, encoder.dim)
+    reranker = Reranker.load(RerankerSpec("minilm", max_length=4096), device="cpu")
+    assert reranker.spec.max_length == 512 and np.isfinite(reranker.score("a request", [long_skill])).all()

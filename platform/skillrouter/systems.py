@@ -124,7 +124,12 @@ def _minilm(config: PipelineConfig) -> EncoderSpec:
 def _finetuned(config: PipelineConfig) -> EncoderSpec:
     from skillrouter.models.encoder import EncoderSpec
 
-    return EncoderSpec(trained_model(config, "encoder"), config.encoder.max_length, windows=config.encoder.windows)
+    # the export's own length and windows win over the profile's (route without --config reads a MiniLM run
+    # with the Qwen3 defaults)
+    model = trained_model(config, "encoder")
+    info = export_info(model)
+    return EncoderSpec(model, info.get("max_length") or config.encoder.max_length,
+                       windows=info.get("windows") or config.encoder.windows)
 
 
 def _model(model: str) -> Callable[[PipelineConfig], EncoderSpec]:
@@ -167,9 +172,9 @@ def _reranked(first: System, model: str | None) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
         from skillrouter.models.reranker import RerankerSpec
 
-        info = export_info(model) if model else {}
-        spec = RerankerSpec(model or trained_model(config, "reranker"),
-                            info.get("max_length") or config.reranker.max_length,
+        path = model or trained_model(config, "reranker")
+        info = export_info(path)
+        spec = RerankerSpec(path, info.get("max_length") or config.reranker.max_length,
                             windows=info.get("windows") or config.reranker.windows)
         return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k)
     what = model or "the profile's trained reranker"

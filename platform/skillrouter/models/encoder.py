@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from skillrouter.corpus.skill import Skill, SkillText
-from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
+from skillrouter.models.loading import (
+    device_and_dtype,
+    dtype_kwargs,
+    fit_to_model,
+    is_decoder,
+    prepare_tokenizer,
+    resolve_model_path,
+)
 from skillrouter.models.packing import Packed, last_token_states
 from skillrouter.models.windows import mean_rows, skill_windows, windowed
 
@@ -74,15 +81,16 @@ class EncoderInputs:
     """The encoder's input format without its weights: what Ray Data tokenizer actors and training share with
     inference. `Encoder` extends it with the model."""
 
-    def __init__(self, tokenizer, decoder: bool, spec: EncoderSpec):
-        self.tokenizer, self.decoder, self.spec = prepare_tokenizer(tokenizer), decoder, spec
+    def __init__(self, tokenizer, config, spec: EncoderSpec):
+        self.tokenizer, self.decoder = prepare_tokenizer(tokenizer), is_decoder(config)
+        self.spec = fit_to_model(spec, config, tokenizer)
 
     @classmethod
     def from_spec(cls, spec: EncoderSpec) -> EncoderInputs:
         from transformers import AutoConfig, AutoTokenizer
 
         path = resolve_model_path(spec.model)
-        return cls(AutoTokenizer.from_pretrained(path), is_decoder(AutoConfig.from_pretrained(path)), spec)
+        return cls(AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path), spec)
 
     def format_query(self, query: str) -> str:
         query = query[: self.spec.query_max_chars]
@@ -123,7 +131,7 @@ class Encoder(EncoderInputs):
     """Wraps a transformers model and tokenizer; `encode_queries` / `encode_skills` return unit float32 rows."""
 
     def __init__(self, model, tokenizer, spec: EncoderSpec):
-        super().__init__(tokenizer, is_decoder(model.config), spec)
+        super().__init__(tokenizer, model.config, spec)
         self.model = model.eval()
 
     @classmethod

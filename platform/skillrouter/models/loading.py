@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 BUNDLED_MINILM = "minilm"
 EXPORT_INFO = "skillrouter.json"  # written by the training jobs beside each export
+logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str) -> str:
@@ -39,6 +42,29 @@ def is_decoder(config) -> bool:
     """Decoder-only models (Qwen3 and kin) pool the last token; encoders such as BERT pool the mean."""
     return bool(getattr(config, "is_decoder", False)) or config.model_type in {
         "qwen2", "qwen3", "qwen3_moe", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3"}
+
+
+def position_limit(config, tokenizer) -> int | None:
+    """The longest input `config`'s model can read: its position table (less the two slots RoBERTa-style models
+    reserve) or its tokenizer's declared maximum, whichever is smaller; None when neither says."""
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        limits.append(positions - 2 if config.model_type in {"roberta", "xlm-roberta", "camembert"} else positions)
+    declared = getattr(tokenizer, "model_max_length", None)
+    if declared and declared < 1_000_000:  # tokenizers that declare none say ~1e30
+        limits.append(int(declared))
+    return min(limits, default=None)
+
+
+def fit_to_model(spec, config, tokenizer):
+    """`spec` with `max_length` cut to what the model can read: the model's own limit wins over a profile's
+    setting (a Qwen3 profile's 2,048 tokens given to a 512-position MiniLM would fail in its first forward)."""
+    limit = position_limit(config, tokenizer)
+    if limit is None or spec.max_length <= limit:
+        return spec
+    logger.warning(f"{spec.model}: max_length {spec.max_length} is over the model's {limit} positions; using {limit}")
+    return replace(spec, max_length=limit)
 
 
 def dtype_kwargs(dtype) -> dict:

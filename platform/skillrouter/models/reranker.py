@@ -17,7 +17,14 @@ import torch
 
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import last_token_pool, length_batches
-from skillrouter.models.loading import device_and_dtype, dtype_kwargs, is_decoder, prepare_tokenizer, resolve_model_path
+from skillrouter.models.loading import (
+    device_and_dtype,
+    dtype_kwargs,
+    fit_to_model,
+    is_decoder,
+    prepare_tokenizer,
+    resolve_model_path,
+)
 from skillrouter.models.packing import Packed, last_token_states
 from skillrouter.models.windows import max_scores, skill_windows, windowed
 
@@ -39,8 +46,9 @@ class RerankerInputs:
     """The reranker's input format without its weights (shared by Ray Data tokenizer actors, training and
     inference); `Reranker` extends it with the model."""
 
-    def __init__(self, tokenizer, decoder: bool, spec: RerankerSpec):
-        self.tokenizer, self.decoder, self.spec = prepare_tokenizer(tokenizer), decoder, spec
+    def __init__(self, tokenizer, config, spec: RerankerSpec):
+        self.tokenizer, self.decoder = prepare_tokenizer(tokenizer), is_decoder(config)
+        self.spec = fit_to_model(spec, config, tokenizer)
         if self.decoder:
             yes, no = (self.tokenizer.convert_tokens_to_ids(t) for t in ("yes", "no"))
             if yes is None or no is None or yes == self.tokenizer.unk_token_id or no == self.tokenizer.unk_token_id:
@@ -53,7 +61,7 @@ class RerankerInputs:
         from transformers import AutoConfig, AutoTokenizer
 
         path = resolve_model_path(spec.model)
-        return cls(AutoTokenizer.from_pretrained(path), is_decoder(AutoConfig.from_pretrained(path)), spec)
+        return cls(AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path), spec)
 
     def format_pair(self, query: str, skill: Skill) -> str | tuple[str, str]:
         if self.decoder:
@@ -97,7 +105,7 @@ class Reranker(RerankerInputs):
     """`score(query, skills)` -> one logit per skill; `forward(batch)` keeps gradients for training."""
 
     def __init__(self, model, tokenizer, spec: RerankerSpec):
-        super().__init__(tokenizer, is_decoder(model.config), spec)
+        super().__init__(tokenizer, model.config, spec)
         self.model = model.eval()
         self.new_parameters: set[str] = set()
 
