@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from skillrouter.config import IndexConfig, PipelineConfig
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import Skill, id_problem
 from skillrouter.index.store import ENCODER_PROPERTY, SkillIndex, SkillIndexError, is_lite
 from skillrouter.mining.embeddings import embed_skills
 from skillrouter.models.encoder import Encoder, EncoderSpec, skill_texts
@@ -47,6 +47,9 @@ def _check_ids(skills: Sequence[Skill]) -> None:
     if dups:
         raise ValueError(f"{len(dups)} skill ids occur more than once (e.g. {', '.join(dups[:3])}): "
                          f"the index keys rows by id")
+    bad = [(s.id, problem) for s in skills if (problem := id_problem(s.id)) is not None]
+    if bad:  # refused before anything is written: a row the index could not address again
+        raise ValueError(f"{len(bad)} skill ids cannot be indexed (e.g. {bad[0][0]!r:.100}: {bad[0][1]})")
 
 
 def _unit_rows(vectors: np.ndarray, n: int, dim: int | None = None) -> np.ndarray:
@@ -121,6 +124,10 @@ def sync_index(skills: Sequence[Skill], config: PipelineConfig, *,
         changed = [s for s in skills if s.id in stored and stored[s.id] != s.content_hash]
         corpus_ids = {s.id for s in skills}
         gone = [i for i in stored if i not in corpus_ids]
+        stuck = [i for i in gone if id_problem(i) is not None]
+        if stuck:  # checked before any edit: an index written before ids were checked
+            raise SkillIndexError(f"{live} holds {len(stuck)} ids that no delete can address (e.g. {stuck[0]!r:.100}, "
+                                  f"{id_problem(stuck[0])}): run `skillrouter index build` to rewrite it")
         counts = {"added": len(new), "changed": len(changed), "deleted": len(gone),
                   "unchanged": len(skills) - len(new) - len(changed)}
         log(f"index sync of {live}: " + ", ".join(f"{v:,} {k}" for k, v in counts.items()))

@@ -3,8 +3,9 @@
 One class, `SkillIndex`, over pymilvus' `MilvusClient`, for a Milvus Lite file (`*.db`) or a Milvus server.
 What Milvus Lite 3 (pure Python, milvus-lite 3.2) does and does not do, checked against it:
 - aliases: create, alter, describe, list; persisted atomically in the file, so the switch is Milvus' own;
-- upsert and delete by primary key, filter expressions (`==`, `in`, `and`); no `filter_params` templates,
-  so filters are built here with quoted literals;
+- upsert, delete by filter, filter expressions (`in`, `==`, `and`); no `filter_params` templates (a `{name}`
+  is a parse error), and a string literal knows only six escapes (quotes, backslash, n, r, t; JSON's `\\u0001`
+  is an error): see `expression`, the one place where values meet an expression;
 - collection properties persist (the schema description does not): the encoder and the verified flag live there;
 - collections come back released after a reopen (loaded here before any read); a search returns every field,
   the vector too, unless `output_fields` is named;
@@ -14,22 +15,23 @@ What Milvus Lite 3 (pure Python, milvus-lite 3.2) does and does not do, checked 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import random
 import re
 import shutil
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from skillrouter.corpus.skill import ID_MAX_BYTES, Skill
+from skillrouter.corpus.skill import ID_MAX_BYTES, Skill, id_problem
 
 # VARCHAR limits count UTF-8 bytes on a server; ids are never cut (the real pool's longest is 227 bytes).
 FIELD_MAX_BYTES = {"content_hash": 64, "name": 512, "category": 256, "source": 256}
+EXPRESSION_FIELDS = ("id", "category", "source")
 ENCODER_PROPERTY, VERIFIED_PROPERTY = "skillrouter.encoder", "skillrouter.verified"
 INSERT_BATCH_BYTES = 16 << 20  # well under gRPC's 64 MiB message limit at any dimension
 SEARCH_BATCH = 1024  # queries per request; a server refuses more than 16,384
@@ -69,23 +71,65 @@ def clip(text: str | None, max_bytes: int) -> str:
     return (text or "").encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def _literal(value: str, field: str) -> str:
-    # JSON quoting is Milvus' string-literal syntax (double quotes, backslash escapes); values are clipped
-    # exactly as stored, so a long category still matches itself
-    return json.dumps(clip(value, FIELD_MAX_BYTES[field]), ensure_ascii=False)
+class UnsafeValue(ValueError):
+    """A value that cannot be compared in a Milvus expression (a control character, a lone surrogate, not text);
+    refused before anything is sent."""
 
 
-def filter_expr(category: str | Sequence[str] | None = None, source: str | Sequence[str] | None = None) -> str:
-    """A Milvus boolean expression for the optional filters: one value (`==`) or several (`in`)."""
-    parts = []
+def value_problem(value) -> str | None:
+    """Why `value` cannot be compared with a VARCHAR field in an expression, or None when it can. Control
+    characters (NUL included) are refused everywhere: Lite could take them only raw, and no skill id holds one
+    (`corpus.skill.id_problem`)."""
+    if not isinstance(value, str):
+        return f"expected text, got {type(value).__name__}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
+    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    return None if bad is None else f"holds the control character {bad!r}"
+
+
+def _quoted(value: str) -> str:
+    # a double-quoted literal with `\` and `"` escaped reads the same in Lite's grammar and the server's (C's
+    # escapes through Go's strconv.Unquote); `'` needs no escape there, and control characters never get here
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def expression(clauses: Sequence[tuple[str, Sequence[str]]], *, bind: bool) -> tuple[str, dict[str, list[str]]]:
+    """`(filter, filter_params)` for `field in [values]` clauses joined by `and`: every expression built from values
+    comes from here. A Milvus server (2.5+) binds the values (`field in {p0}`, `filter_params={"p0": [...]}` on
+    search, query and delete); Milvus Lite cannot, so they become escaped literals. Raises `UnsafeValue` for a
+    value neither can carry, before any call."""
+    parts, params = [], {}
+    for field, values in clauses:
+        if field not in EXPRESSION_FIELDS:
+            raise ValueError(f"no field '{field}' to filter on: {', '.join(EXPRESSION_FIELDS)}")
+        values = list(values)
+        for value in values:
+            if (problem := value_problem(value)) is not None:
+                raise UnsafeValue(f"{field} value {value!r:.100}: {problem}")
+        if bind and values:
+            name = f"p{len(params)}"
+            params[name] = values
+            parts.append(f"{field} in {{{name}}}")
+        else:
+            parts.append(f"{field} in [{', '.join(map(_quoted, values))}]")
+    return " and ".join(parts), params
+
+
+def filter_clauses(category: str | Sequence[str] | None = None,
+                   source: str | Sequence[str] | None = None) -> list[tuple[str, list[str]]]:
+    """The optional filters as `expression` clauses: one value or several (any of them), each clipped exactly as
+    stored, so a long category still matches itself."""
+    clauses = []
     for field, value in (("category", category), ("source", source)):
         if value is None:
             continue
-        if isinstance(value, str):
-            parts.append(f"{field} == {_literal(value, field)}")
-        else:
-            parts.append(f"{field} in [{', '.join(_literal(v, field) for v in value)}]")
-    return " and ".join(parts)
+        values = [value] if isinstance(value, str) else list(value)
+        # an unsafe value goes on unclipped, for `expression` to refuse by name
+        clauses.append((field, [v if value_problem(v) else clip(v, FIELD_MAX_BYTES[field]) for v in values]))
+    return clauses
 
 
 @contextmanager
@@ -142,6 +186,9 @@ class SkillIndex:
             raise ValueError(f"index_type must be one of {', '.join(MIN_SELF_RECALL)}, got {index_type!r}")
         self.client, self.uri, self.alias, self.index_type = client, uri, alias, index_type
         self._loaded: set[str] = set()
+
+    def _expression(self, clauses: Sequence[tuple[str, Sequence[str]]]) -> tuple[str, dict[str, list[str]]]:
+        return expression(clauses, bind=not is_lite(self.uri))
 
     @classmethod
     def open(cls, uri: str, alias: str = "skills", *, token: str = "", index_type: str = "FLAT",
@@ -273,8 +320,8 @@ class SkillIndex:
             raise ValueError(f"{len(skills)} skills but {len(vectors)} vectors")
         rows = []
         for skill, vector in zip(skills, vectors):
-            if len(skill.id.encode("utf-8")) > ID_MAX_BYTES:
-                raise ValueError(f"skill id longer than {ID_MAX_BYTES} bytes: {skill.id[:80]!r}...")
+            if (problem := id_problem(skill.id)) is not None:  # a row no expression could address again
+                raise UnsafeValue(f"skill id {skill.id!r:.100}: {problem}")
             row = {"id": skill.id, "vector": vector, "content_hash": skill.content_hash, "name": skill.name,
                    "category": skill.category, "source": skill.source}
             rows.append({k: v if k in ("id", "vector") else clip(v, FIELD_MAX_BYTES[k]) for k, v in row.items()})
@@ -299,9 +346,11 @@ class SkillIndex:
         self.client.flush(collection)
 
     def delete(self, ids: Sequence[str], collection: str | None = None) -> None:
+        """Remove rows by id (every id checked before the first request)."""
         collection = collection or self.require_live()
-        for start in range(0, len(ids), ID_BATCH):
-            self.client.delete(collection, ids=list(ids[start:start + ID_BATCH]))
+        batches = [self._expression([("id", ids[start:start + ID_BATCH])]) for start in range(0, len(ids), ID_BATCH)]
+        for expr, params in batches:  # never pymilvus' `ids=`, which pastes ids into `id in [...]` unescaped
+            self.client.delete(collection, filter=expr, filter_params=params)
         self.client.flush(collection)
 
     # -- reads ---------------------------------------------------------------------------------------------
@@ -326,17 +375,18 @@ class SkillIndex:
                ) -> list[list[tuple[str, float]]]:
         """Top-`k` (id, cosine) per query row, best first, optionally only among skills of the given
         categories or sources; queries go in batches of `SEARCH_BATCH`."""
-        return [[(h["id"], h["distance"]) for h in hits]
-                for hits in self._search(vectors, k, filter_expr(category, source), ["id"], collection)]
+        expr = self._expression(filter_clauses(category, source))  # an unsafe value raises before the search
+        return [[(h["id"], h["distance"]) for h in hits] for hits in self._search(vectors, k, expr, ["id"], collection)]
 
-    def _search(self, vectors: np.ndarray, k: int, expr: str, fields: list[str], collection: str | None):
+    def _search(self, vectors: np.ndarray, k: int, expr: tuple[str, dict], fields: list[str],
+                collection: str | None):
         name = self._ready(collection)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         params = {"params": {"ef": max(k, HNSW_MIN_EF)}} if self.index_type == "HNSW" else {}
         out = []
         for start in range(0, len(vectors), SEARCH_BATCH):
-            out += self.client.search(name, data=list(vectors[start:start + SEARCH_BATCH]), limit=k, filter=expr,
-                                      output_fields=fields, search_params=params)
+            out += self.client.search(name, data=list(vectors[start:start + SEARCH_BATCH]), limit=k, filter=expr[0],
+                                      filter_params=expr[1], output_fields=fields, search_params=params)
         return out
 
     def rows(self, fields: Sequence[str], collection: str | None = None) -> Iterator[dict]:
@@ -367,7 +417,7 @@ class SkillIndex:
         mis-written index fails here. On success the version is marked verified, which `switch` requires."""
         rows = self.count(collection)
         picks = random.Random(seed).sample(range(len(skills)), min(sample, len(skills)))
-        hits = self._search(vectors[picks], 1, "", ["content_hash"], collection) if picks else []
+        hits = self._search(vectors[picks], 1, ("", {}), ["content_hash"], collection) if picks else []
         misses = [skills[i].id for i, h in zip(picks, hits) if not h or (
             h[0]["id"] != skills[i].id and h[0]["entity"]["content_hash"] != skills[i].content_hash)]
         recall = 1 - len(misses) / len(picks) if picks else 1.0
