@@ -1,14 +1,18 @@
 """What serving needs on disk, and index changes through the API.
 
 `prepare` runs once before the deployments start: it ingests the profile's corpus when the run has none, builds
-the index when none is live, and publishes the first generation. `IndexWriter` applies `POST /v1/index`: the run's
-corpus table (`RUN_DIR/corpus/skills.parquet`, the source of truth) changes first, then the index follows it by
+the index when none is live, and publishes the first generation. `IndexWriter` applies `POST /v1/index` all or
+nothing: the whole change is validated first (a refusal is an `AdminError`, and nothing is touched); the new corpus
+table is written beside the run's (`RUN_DIR/corpus/skills.parquet`, the source of truth); the index follows it by
 the library's own `sync_index` (upsert, delete) or `build_index` (rebuild: a new verified version, then the alias
-switch), and only then is a new generation published for the replicas to load.
+switch); only then does the new table replace the old in one rename, and a new generation is published for the
+replicas to load. A failed index step leaves the old table and generation serving (and the index is synced back
+to them, as far as it can be).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,9 +21,9 @@ from typing import Any
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import ingest, read_skills, write_skills
 from skillrouter.corpus.readers import Quarantined, validate_record
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import Skill, id_problem
 from skillrouter.index.build import build_index, encoder_spec, open_index, sync_index
-from skillrouter.index.store import SkillIndexError
+from skillrouter.index.store import SkillIndexError, value_problem
 from skillrouter.mining.embeddings import embed_skills
 from skillrouter.models.encoder import Encoder, EncoderSpec
 from skillrouter.serving.generations import GENERATION_FILE, publish, read_generation
@@ -136,12 +140,71 @@ def prepare(config: PipelineConfig, log: Callable[[str], None] = print) -> dict:
     return done
 
 
+def _unicode_problem(record: dict) -> str | None:
+    """The first text of `record` (field values, and nested metadata keys and values) that UTF-8 cannot encode.
+    Walked with a stack: deeply nested metadata costs no recursion. A key is checked before what it names, so a
+    path in the message is always valid text."""
+    stack: list[tuple[str, Any]] = [("", record)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                stack.append((f"{path}.{key}" if path else str(key), item))
+                stack.append((f"a key of {path or 'the record'}", key))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return f"field {path!r:.120} is not valid UTF-8 text (a lone surrogate at character {err.start})"
+    return None
+
+
+def check_record(record: dict, max_chars: int) -> Skill:
+    """A skill from an admin record, validated as ingestion validates records and further: every text valid UTF-8
+    (name, description, body, category, source, metadata), category and source free of control characters (the
+    index filters on them); raises `AdminError` naming the skill and the field."""
+    if not isinstance(record, dict):
+        raise AdminError(f"a skill must be an object, got {type(record).__name__}")
+    raw_id = record.get("id", record.get("skill_id"))
+    label = f"skill {raw_id!r:.120}" if isinstance(raw_id, str) else "a skill"
+    if (problem := _unicode_problem(record)) is not None:
+        raise AdminError(f"{label}: {problem}")
+    item = validate_record(dict(record), location="POST /v1/index", source="api", max_chars=max_chars,
+                           keep_record=False)
+    if isinstance(item, Quarantined):
+        raise AdminError(f"{label}: {item.reason}: {item.detail}")
+    for field in ("category", "source"):
+        value = getattr(item, field)
+        if value is not None and (problem := value_problem(value)) is not None:
+            raise AdminError(f"{label}: field '{field}' {problem}")
+    item.to_row()  # the row the corpus table will hold (metadata as JSON, the content hash)
+    return item
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    """Ids to delete, each one an id a skill could have; raises `AdminError` for the first that is not."""
+    if not isinstance(ids, (list, tuple)):
+        raise AdminError(f"ids must be a list of skill ids, got {type(ids).__name__}")
+    for skill_id in ids:
+        if not isinstance(skill_id, str):
+            raise AdminError(f"a skill id must be text, got {type(skill_id).__name__}")
+        if (problem := id_problem(skill_id)) is not None:
+            raise AdminError(f"skill id {skill_id!r:.120}: {problem}")
+    return list(ids)
+
+
 class IndexWriter:
     """Applies index changes for the API, one at a time (the IndexAdmin deployment has a single replica)."""
 
     def __init__(self, config: PipelineConfig, log: Callable[[str], None] = print):
         self.config, self.log = config, log
         self.encoders: dict[EncoderSpec, Encoder] = {}
+
+    def generation(self) -> int:
+        """The published generation, the one replicas serve."""
+        return read_generation(generation_path(self.config))
 
     def _skills(self) -> list[Skill]:
         return read_skills(corpus_path(self.config), self.config.corpus.max_skill_chars)
@@ -157,39 +220,61 @@ class IndexWriter:
                                                embed=lambda t: encoder.encode(t, self.config.index.batch_size)))
 
     def _commit(self, action: str, skills: list[Skill], change: Callable[[], dict], started: float,
-                write: bool = True) -> dict:
+                write: bool = True, previous: list[Skill] | None = None) -> dict:
+        """Apply a validated change all or nothing: the new corpus table is written beside the old, the index
+        follows (`change`), and only when it succeeds does the table switch (one rename) and a new generation
+        appear. When the index step fails, the old table and generation stay, and the index is synced back to
+        `previous` (the corpus before the change) as far as it can be."""
         if not skills:
             raise AdminError("the change would leave no skill: the index keeps at least one")
+        path = corpus_path(self.config)
+        staged = path.with_name(f".{path.name}.next")
         if write:
-            write_skills(skills, corpus_path(self.config))
+            write_skills(skills, staged)
         try:
             result = change()
-        finally:  # the corpus changed either way: replicas reload it
-            generation = publish(generation_path(self.config), action=action)
+        except BaseException as err:
+            staged.unlink(missing_ok=True)
+            if previous is not None and isinstance(err, Exception):
+                self._revert(action, previous)
+            raise
+        if write:
+            os.replace(staged, path)  # readers see the old table or the new, never a mix
+        generation = publish(generation_path(self.config), action=action)
         counts = {k: result[k] for k in ("added", "changed", "deleted") if k in result}
         return {"action": action, "generation": generation, "version": result["version"], "skills": len(skills),
                 "seconds": round(time.perf_counter() - started, 3), **counts}
 
+    def _revert(self, action: str, previous: list[Skill]) -> None:
+        """After a failed sync: bring the index back to the unchanged corpus (the next change would anyway)."""
+        try:
+            self._sync(previous)
+        except Exception as err:  # noqa: BLE001 - the original failure is what the caller reports
+            self.log(f"index {action} failed, and syncing the index back to the unchanged corpus failed too "
+                     f"({type(err).__name__}: {err}); the next change or `skillrouter index sync` repairs it")
+
     def upsert(self, records: Sequence[dict]) -> dict:
         """Add or replace skills by id (validated as ingestion validates records); only they are embedded."""
         started = time.perf_counter()
+        if not isinstance(records, (list, tuple)):
+            raise AdminError(f"skills must be a list of skill objects, got {type(records).__name__}")
         new: dict[str, Skill] = {}
         for record in records:
-            item = validate_record(dict(record), location="POST /v1/index", source="api",
-                              max_chars=self.config.corpus.max_skill_chars, keep_record=False)
-            if isinstance(item, Quarantined):
-                raise AdminError(f"skill {item.id!r}: {item.reason}: {item.detail}")
+            item = check_record(record, self.config.corpus.max_skill_chars)
             if item.id in new:
                 raise AdminError(f"skill id {item.id!r} appears twice in the request")
             new[item.id] = item
-        skills = [new.pop(s.id, s) for s in self._skills()] + list(new.values())
-        return self._commit("upsert", skills, lambda: self._sync(skills), started)
+        if not new:
+            raise AdminError("no skill to upsert")
+        current = self._skills()
+        skills = [new.pop(s.id, s) for s in current] + list(new.values())
+        return self._commit("upsert", skills, lambda: self._sync(skills), started, previous=current)
 
     def delete(self, ids: Sequence[str]) -> dict:
         """Remove skills by id; ids that are absent are reported, not an error."""
         started = time.perf_counter()
+        gone = set(check_ids(ids))
         current = self._skills()
-        gone = set(ids)
         not_found = sorted(gone - {s.id for s in current})
         if len(not_found) == len(gone):
             with _owner_retry(lambda: open_index(self.config)) as index:
@@ -198,7 +283,8 @@ class IndexWriter:
                     "version": version, "skills": len(current), "deleted": 0, "not_found": not_found,
                     "seconds": round(time.perf_counter() - started, 3)}
         skills = [s for s in current if s.id not in gone]
-        return {**self._commit("delete", skills, lambda: self._sync(skills), started), "not_found": not_found}
+        return {**self._commit("delete", skills, lambda: self._sync(skills), started, previous=current),
+                "not_found": not_found}
 
     def rebuild(self) -> dict:
         """A new verified version of the whole corpus with the build encoder, then the alias switch."""
