@@ -21,6 +21,7 @@ import numpy as np
 
 from skillrouter.config import BM25Config
 from skillrouter.corpus.skill import Skill
+from skillrouter.index.store import UnsafeValue, value_problem
 from skillrouter.mining.bm25 import BM25Index, top_k
 
 RRF_K = 60  # Cormack et al. (2009): the constant that damps the weight of the very first ranks
@@ -80,13 +81,30 @@ class Catalogue:
 
 @dataclass(frozen=True)
 class RetrieveQuery:
-    """One request to the first stage."""
+    """One request to the first stage. Its filters are checked when it is made (`check`): a value that no first
+    stage can compare (a control character, a lone surrogate, not text) is refused then, alone, before the query
+    can join a batch of other clients' queries."""
 
     text: str
     k: int
     first_stage: str = "dense"
     category: FilterValue = None
     source: FilterValue = None
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise `UnsafeValue` (a ValueError) for a filter value the index could not be asked about."""
+        for field, value in (("category", self.category), ("source", self.source)):
+            if value is None:
+                continue
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, (list, tuple)):
+                raise UnsafeValue(f"filter '{field}': one value or a list of values, got {type(value).__name__}")
+            for v in values:
+                if (problem := value_problem(v)) is not None:
+                    raise UnsafeValue(f"filter '{field}' value {v!r:.100}: {problem}")
 
     def filter_key(self) -> tuple:
         return (_frozen(self.category), _frozen(self.source))

@@ -28,7 +28,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skillrouter import __version__
 from skillrouter.config import PipelineConfig
-from skillrouter.index.store import SkillIndexError
 from skillrouter.retrieval import Catalogue, RetrieveQuery, rerank_order, rerank_scores
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
 from skillrouter.serving.generations import Generations
@@ -47,7 +46,7 @@ from skillrouter.serving.schemas import (
     SkillOut,
     Timings,
 )
-from skillrouter.serving.stages import FirstStage, close_replica, load_catalogue, load_first_stage
+from skillrouter.serving.stages import FirstStage, close_replica, load_catalogue, load_first_stage, search_isolated
 
 logger = logging.getLogger("ray.serve")  # Serve's replica logger: records carry the request id
 
@@ -209,9 +208,13 @@ def plan_route(body: RouteRequest, default_first_stage: str, has_reranker: bool,
         raise HTTPException(400, "this server runs no reranker (serving.reranker, or train one): "
                                  "send rerank=false or leave it out")
     filters = body.filters
-    return RetrieveQuery(body.query, max(body.top_k, retrieve_k) if rerank else body.top_k,
-                         body.first_stage or default_first_stage, filters.category if filters else None,
-                         filters.source if filters else None), rerank
+    try:  # a filter value the index cannot be asked about is this request's 422, before it joins a batch
+        query = RetrieveQuery(body.query, max(body.top_k, retrieve_k) if rerank else body.top_k,
+                              body.first_stage or default_first_stage, filters.category if filters else None,
+                              filters.source if filters else None)
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from None
+    return query, rerank
 
 
 def _pairs(items: list[tuple[str, list[str]]]) -> int:
@@ -347,16 +350,24 @@ class Retriever:
             self.metrics.generation.set(generation, tags={"component": "retriever"})
 
     async def retrieve(self, query: RetrieveQuery) -> dict:
-        return await self._batch(query)
+        query.check()  # a query unpickled here skipped the check of its making: a bad one fails alone
+        out = await self._batch(query)
+        if isinstance(out, Exception):
+            raise out
+        return out
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _batch(self, queries: list[RetrieveQuery]) -> list[dict]:
+    async def _batch(self, queries: list[RetrieveQuery]) -> list[dict | Exception]:
         async with self.state.use() as (stage, generation):
-            answers = await asyncio.to_thread(stage.search, queries)
-            skills = [[stage.catalogue.get(s) for s, _ in a.hits] for a in answers]
+            answers = await asyncio.to_thread(search_isolated, stage, queries)
+            skills = [[stage.catalogue.get(s) for s, _ in a.hits] if not isinstance(a, Exception) else []
+                      for a in answers]
         self.metrics.batch_size.observe(len(queries), tags={"stage": "retrieve"})
         out = []
         for query, answer, found in zip(queries, answers, skills):
+            if isinstance(answer, Exception):  # this query's own failure; the batch's others are answered
+                out.append(answer)
+                continue
             if query.first_stage != "bm25":
                 self.metrics.stage("embed", answer.embed_ms, query.first_stage)
             self.metrics.stage("search", answer.search_ms, query.first_stage)
@@ -423,26 +434,31 @@ class RerankerDeployment:
 
 @serve.deployment(name="IndexAdmin")
 class IndexAdmin:
-    """Index changes, one at a time (one replica): the corpus table, then the index, then a new generation."""
+    """Index changes, one at a time (one replica), each all or nothing: validated whole, then the corpus table and
+    the index, then a new generation."""
 
     def __init__(self, config: PipelineConfig):
         self.writer = IndexWriter(config, log=logger.info)
         self.lock = asyncio.Lock()
 
     async def apply(self, request: dict) -> dict:
-        action = request["action"]
+        """The change's summary, or {"error", "status"}: 422 for a change that validation refuses (nothing was
+        touched), 500 for a failed index step, a server fault (the corpus table and the generation are the
+        previous ones, still serving)."""
+        action = request.get("action")
+        calls = {"upsert": lambda: self.writer.upsert(request.get("skills")),
+                 "delete": lambda: self.writer.delete(request.get("ids")), "rebuild": self.writer.rebuild}
+        if action not in calls:
+            return {"error": f"unknown action {action!r:.40}: upsert, delete or rebuild", "status": 422}
         async with self.lock:
             try:
-                if action == "upsert":
-                    out = await asyncio.to_thread(self.writer.upsert, request["skills"])
-                elif action == "delete":
-                    out = await asyncio.to_thread(self.writer.delete, request["ids"])
-                else:
-                    out = await asyncio.to_thread(self.writer.rebuild)
+                out = await asyncio.to_thread(calls[action])
             except AdminError as err:
                 return {"error": str(err), "status": 422}
-            except SkillIndexError as err:
+            except Exception as err:  # noqa: BLE001 - any failure of the index step is answered, the state kept
                 logger.exception("index %s failed", action)
-                return {"error": f"index {action} failed: {err}", "status": 500}
+                detail = f"{type(err).__name__}: {err}"[:1000].encode("utf-8", "backslashreplace").decode()
+                return {"error": f"index {action} failed ({detail}); the corpus and generation "
+                                 f"{self.writer.generation()} are unchanged and still serve", "status": 500}
         logger.info(f"index {action}: " + json.dumps(out))
         return out

@@ -29,7 +29,7 @@ from skillrouter.retrieval import Catalogue, FilterValue, Retrieved, RetrieveQue
 from skillrouter.serving.generations import private_dir
 
 __all__ = ["Catalogue", "FirstStage", "MilvusDense", "Retrieved", "RetrieveQuery", "close_replica", "corpus_path",
-           "live_encoder", "load_catalogue", "load_first_stage", "open_replica", "serving_dir"]
+           "live_encoder", "load_catalogue", "load_first_stage", "open_replica", "search_isolated", "serving_dir"]
 
 
 def corpus_path(config: PipelineConfig) -> Path:
@@ -100,6 +100,22 @@ class FirstStage(retrieval.FirstStage):
                  pinned: PinnedVectors | None = None):
         super().__init__(catalogue, encoder, pinned or MilvusDense(index, collection), bm25, fusion_depth, rrf_k)
         self.index, self.collection = index, collection
+
+
+def search_isolated(stage: retrieval.FirstStage, queries: Sequence[RetrieveQuery]) -> list[Retrieved | Exception]:
+    """The first stage's answers to a batch of several clients' queries, one per query: when the batch fails as a
+    whole, each query is searched alone, so a query whose search raises gets its own error (in its place) and the
+    others still get their answers."""
+    try:
+        return list(stage.search(queries))
+    except Exception:  # noqa: BLE001 - which query failed is found below, one by one
+        out: list[Retrieved | Exception] = []
+        for query in queries:
+            try:
+                out.append(stage.search([query])[0])
+            except Exception as err:  # noqa: BLE001 - handed to that query's caller
+                out.append(err)
+        return out
 
 
 def live_encoder(index: SkillIndex, collection: str | None = None) -> EncoderSpec:
