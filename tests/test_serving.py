@@ -385,6 +385,39 @@ def test_upsert_is_routable_at_once_then_delete(served):
     assert NEW_SKILL["id"] not in {r["skill_id"] for r in answer["results"]}
 
 
+def test_hostile_ids_and_filters_over_http(served):
+    """Issue 17: an id built to rewrite the delete expression deletes itself only; malformed changes are 422 and
+    publish nothing; a filter with a control character is its own request's 422 while concurrent ones are answered."""
+    url, _, skills = served
+    before = call(url, "GET", "/readyz")[2]
+    hostile = [f"x'] or id not in ['{skills[0].id}", "p/back\\slash"]
+    status, _, done = admin(url, {"action": "upsert", "skills": [{**NEW_SKILL, "id": h} for h in hostile]})
+    assert status == 200 and done["added"] == 2 and done["skills"] == before["skills"] + 2, done
+    status, _, done = admin(url, {"action": "delete", "ids": hostile})
+    assert status == 200 and done["deleted"] == 2 and done["skills"] == before["skills"], done
+    for bad in ({**NEW_SKILL, "id": "数" * 200}, {**NEW_SKILL, "name": "lone \ud800"},
+                {**NEW_SKILL, "category": "a\u0000b"}):
+        status, _, answer = admin(url, {"action": "upsert", "skills": [bad]})
+        assert status == 422, answer
+    after = call(url, "GET", "/readyz")[2]
+    assert (after["skills"], after["generation"]) == (before["skills"], before["generation"] + 2)
+
+    good = {"query": skills[1].description, "first_stage": "dense", "rerank": False, "top_k": 3,
+            "filters": {"category": [skills[1].category, "nothing"]}}
+    bodies = [{**good, "filters": {"category": "a\u0001b"}}] + [good] * 3  # at most max_in_flight (4) at once
+    statuses = [None] * len(bodies)
+
+    def send(i: int):
+        statuses[i] = route(url, bodies[i])[0]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert statuses == [422, 200, 200, 200]
+
+
 def test_rebuild_and_alias_switch_under_load_fail_no_request(served):
     url, _, skills = served
     before = call(url, "GET", "/readyz")[2]
