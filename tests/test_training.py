@@ -1,7 +1,6 @@
 """Training: schedule, data batching, the trainable modules, export/reload, and real Ray Train + DeepSpeed runs."""
 
 import json
-import os
 import signal
 import socket
 import threading
@@ -244,17 +243,22 @@ def test_two_worker_zero2_run_learns_the_toy_task_and_exports(ray_cluster, tiny_
 
 
 def _kill_a_worker_after_the_first_checkpoint(storage, stop: threading.Event, killed: list) -> None:
-    """SIGKILL a Ray Train worker process (found by its process title) once Ray Train has registered a
-    checkpoint (listed in its snapshot, not merely being uploaded)."""
+    """SIGKILL a Ray Train worker process of this test's own cluster (a descendant of this process: its raylet
+    forked it; never a process of anyone else on the machine) once Ray Train has registered a checkpoint (listed
+    in its snapshot, not merely being uploaded)."""
     import psutil
 
+    me = psutil.Process()
     while not stop.is_set():
         if any("step-" in f.read_text() for f in storage.glob("*/checkpoint_manager_snapshot.json")):
-            for proc in psutil.process_iter(["cmdline"]):
-                if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed.append(proc.pid)
-                    return
+            for proc in me.children(recursive=True):
+                try:
+                    if any("RayTrainWorker" in part for part in proc.cmdline()):
+                        proc.send_signal(signal.SIGKILL)
+                        killed.append(proc.pid)
+                        return
+                except psutil.Error:  # gone, or a zombie, meanwhile
+                    continue
         time.sleep(0.05)
 
 
@@ -262,6 +266,10 @@ def _kill_a_worker_after_the_first_checkpoint(storage, stop: threading.Event, ki
 def test_a_killed_worker_resumes_from_the_checkpoint_step(ray_cluster, tiny_qwen3, tmp_path):
     config = toy_config(tmp_path, str(tiny_qwen3), epochs=6, checkpoint_every=4, max_failures=2,
                         schedule="linear")
+    earlier = {"run": "an-earlier-run", "step": 7, "loss": 1.0}  # what an earlier, killed driver logged
+    log_path = tmp_path / "run" / "models" / "encoder_train_log.jsonl"
+    log_path.parent.mkdir(parents=True)
+    log_path.write_text(json.dumps(earlier) + "\n")
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_a_worker_after_the_first_checkpoint,
                               args=(tmp_path / "storage", stop, killed), daemon=True)
@@ -273,6 +281,8 @@ def test_a_killed_worker_resumes_from_the_checkpoint_step(ray_cluster, tiny_qwen
         killer.join()
     assert killed, "no worker was killed"
     log = read_log(tmp_path)
+    assert log[0] == earlier  # appended to, never truncated
+    log = [row for row in log if row["run"] != earlier["run"]]
     resumed = [r for r in log if r["resumed_from_step"] > 0]
     assert resumed, "training did not resume from a checkpoint"
     start = resumed[0]["resumed_from_step"]

@@ -66,9 +66,9 @@ def fingerprint(kind: str, t: TrainConfig, groups: pa.Table, skills: Sequence[Sk
     return h.hexdigest()[:16]
 
 
-def _metrics_callback(path: Path):
+def _metrics_callback(path: Path, run: str):
     """A Ray Train callback (it runs in the controller) appending one JSON line per report, all workers merged:
-    loss and MFU averaged, throughput summed."""
+    loss and MFU averaged, throughput summed; `run` (the inputs' fingerprint) tells the runs of one log apart."""
     from ray.train import UserCallback
 
     class MetricsLog(UserCallback):
@@ -80,7 +80,7 @@ def _metrics_callback(path: Path):
             merged = {**rows[0], "loss": sum(m["loss"] for m in rows) / len(rows),
                       "tokens_per_s": sum(m["tokens_per_s"] for m in rows),
                       "mfu": sum(mfu) / len(mfu) if mfu else None, "checkpoint": checkpoint is not None,
-                      "time": time.time()}
+                      "time": time.time(), "run": run}
             merged.pop("rank", None)
             with path.open("a") as fh:
                 fh.write(json.dumps(merged) + "\n")
@@ -95,9 +95,8 @@ def format_progress(m: dict, total: int) -> str:
             f"{m['tokens_per_s']:,.0f} tok/s{mfu}{mark}")
 
 
-def _follow(path: Path, total: int, log, stop: threading.Event) -> None:
-    """Print the progress lines the callback appends while `fit()` blocks the driver."""
-    seen = 0
+def _follow(path: Path, total: int, log, stop: threading.Event, seen: int) -> None:
+    """Print the progress lines the callback appends while `fit()` blocks the driver (after the first `seen`)."""
     while True:
         done = stop.is_set()
         if path.exists():
@@ -176,7 +175,8 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
 
     log_path = run_dir.resolve() / "models" / f"{kind}_train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.unlink(missing_ok=True)
+    # appended to, never truncated: a run resumed after a kill keeps the killed run's rows
+    logged = len(log_path.read_text().splitlines()) if log_path.exists() else 0
     args = {"kind": kind, "train": t.model_dump(), "seed": config.seed, "total_steps": total,
             "micro_batches_per_epoch": per_epoch, "deepspeed": resolve_deepspeed(t.deepspeed, t, use_gpu)}
     trainer = TorchTrainer(
@@ -187,10 +187,10 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
         run_config=RunConfig(name=f"{kind}-{fp}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
-                             callbacks=[_metrics_callback(log_path)]),
+                             callbacks=[_metrics_callback(log_path, fp)]),
         datasets={"train": dataset})
     stop = threading.Event()
-    follower = threading.Thread(target=_follow, args=(log_path, total, log, stop), daemon=True)
+    follower = threading.Thread(target=_follow, args=(log_path, total, log, stop, logged), daemon=True)
     follower.start()
     try:
         result = trainer.fit()
@@ -204,7 +204,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     shutil.rmtree(staging, ignore_errors=True)
     result.checkpoint.to_directory(str(staging))
     info = json.loads((staging / EXPORT_INFO).read_text())  # the worker wrote it: its absence is an error
-    reports = [json.loads(line) for line in log_path.read_text().splitlines()]
+    reports = [row for row in map(json.loads, log_path.read_text().splitlines()) if row.get("run") == fp]
     info["final"] = reports[-1]  # all workers merged (the worker's own figure covers rank 0 only)
     info.update(fingerprint=fp, groups=groups.num_rows, train_seconds=round(time.perf_counter() - started, 1),
                 tokenize_seconds=round(tokenize_s, 1), run=str(result.path), log=str(log_path),
