@@ -6,6 +6,11 @@ Layout of a benchmark directory:
     pool/            *.jsonl / *.jsonl.gz shards of skills (`id` or `skill_id`, name, description, body)
 Tasks of type `generic_only` are skipped, as in the release. Relevance ids absent from the pool can never be
 retrieved: they stay in the labels (so they count as misses) and are reported in `missing_ids`.
+
+Two labelled sets come with the sample corpus: `bundled` (the dev set) and `realistic` (requests as users write them,
+in their words rather than the skills': symptoms and goals, a third of them needing two or more skills). The
+realistic set has an easy tier (the sample corpus as the pool) and a hard tier (`realistic-hard`: each needed
+skill also has look-alike distractors with its name and description and a damaged body, see `distractors.py`).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skillrouter.corpus.ingest import read_skills
-from skillrouter.corpus.sample import DEVSET_FILE, SKILLS_DIR
+from skillrouter.corpus.sample import DEVSET_FILE, SAMPLE_DIR, SKILLS_DIR
 from skillrouter.corpus.skill import Skill, corpus_version
 
 SKIPPED_TASK_TYPES = {"generic_only"}
+REALISTIC_FILE = SAMPLE_DIR / "realistic.jsonl"
+REALISTIC_TIERS = ("easy", "hard")
 
 
 class BenchmarkError(ValueError):
@@ -104,21 +111,47 @@ def load_eval_core(directory: str | Path) -> Benchmark:
     return build_tasks(texts, relevance, {s.id for s in skills}, root.name, skills)
 
 
-def load_bundled() -> Benchmark:
-    """The bundled dev set over the bundled sample corpus."""
-    skills = read_skills(SKILLS_DIR)
+def _read_labelled(path: Path) -> tuple[dict[str, str], dict[str, dict]]:
+    """Requests and labels of a bundled set: one JSON row per task with its text and its relevance entry."""
     texts, relevance = {}, {}
-    with open(DEVSET_FILE, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line)
                 texts[row["task_id"]] = row["instruction_text"]
                 relevance[row["task_id"]] = row
+    return texts, relevance
+
+
+def load_bundled() -> Benchmark:
+    """The bundled dev set over the bundled sample corpus."""
+    skills = read_skills(SKILLS_DIR)
+    texts, relevance = _read_labelled(DEVSET_FILE)
     return build_tasks(texts, relevance, {s.id for s in skills}, "bundled-dev", skills)
 
 
+def load_realistic(tier: str = "easy", lookalikes: int = 2, seed: int = 0) -> Benchmark:
+    """The realistic set over the bundled sample corpus; the hard tier adds `lookalikes` (1 or 2) look-alike
+    distractors of every skill a task needs (relevance 0, ids `<id>~lookalike-<k>`)."""
+    if tier not in REALISTIC_TIERS:
+        raise BenchmarkError(f"unknown tier '{tier}': one of {', '.join(REALISTIC_TIERS)}")
+    skills = read_skills(SKILLS_DIR)
+    texts, relevance = _read_labelled(REALISTIC_FILE)
+    if tier == "hard":
+        from skillrouter.evaluation.distractors import lookalike_distractors
+
+        needed = {s for entry in relevance.values() for s in entry.get("gt_skill_ids") or []}
+        pool = skills + lookalike_distractors(skills, needed, lookalikes, seed)
+        # a seeded order, so that a system breaking score ties by pool position does not favour the originals
+        skills = sorted(pool, key=lambda s: hashlib.sha256(f"{seed}:{s.id}".encode()).hexdigest())
+    return build_tasks(texts, relevance, {s.id for s in skills}, f"realistic-{tier}", skills)
+
+
 def load_benchmark(spec: str | Path) -> Benchmark:
-    return load_bundled() if str(spec) == "bundled" else load_eval_core(spec)
+    """`bundled`, `realistic` (or `realistic-easy`), `realistic-hard`, or an eval_core directory."""
+    named = {"bundled": load_bundled, "realistic": load_realistic, "realistic-easy": load_realistic,
+             "realistic-hard": lambda: load_realistic("hard")}
+    return named[str(spec)]() if str(spec) in named else load_eval_core(spec)
 
 
 def add_distractors(bench: Benchmark, sources: list[str]) -> Benchmark:
