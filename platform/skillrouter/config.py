@@ -23,6 +23,9 @@ class _Section(BaseModel):
 class CorpusConfig(_Section):
     sources: list[str] = Field(default_factory=lambda: ["bundled"], description="paths, or 'bundled'")
     max_skill_chars: int = Field(262_144, gt=0, description="records over this many characters are quarantined")
+    max_file_bytes: int = Field(4 * 1024 * 1024, gt=0,
+                                description="a SKILL.md file or one JSONL line over this many bytes is quarantined "
+                                            "unread")
     strict: bool = Field(False, description="fail when any record is quarantined")
 
 

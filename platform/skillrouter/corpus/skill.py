@@ -44,6 +44,8 @@ class Skill:
     category: str | None = None
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # Where a reader found it (file, and line or row), for messages such as a duplicate id's; not stored.
+    location: str = field(default="", compare=False, repr=False)
 
     def text(self) -> str:
         """The full routing text, `name | description | body`: the paper's strongest signal."""
