@@ -95,8 +95,11 @@ def test_parquet_and_pool_layouts(tmp_path):
     (bench / "pool").mkdir(parents=True)
     write_jsonl(bench / "pool" / "shard-0.jsonl", pool_rows(2, "a"))
     write_jsonl(bench / "pool" / "shard-1.jsonl.gz", pool_rows(2, "b"), gz=True)
-    assert describe_source(bench) == "pool" and describe_source(bench / "pool") == "pool"
+    assert describe_source(bench) == "pool" and describe_source(bench / "pool") == "directory"
     assert [s.id for s in read_skills(bench)] == ["a0", "a1", "b0", "b1"]
+    assert [s.id for s in read_skills(bench / "pool")] == ["a0", "a1", "b0", "b1"]
+    assert describe_source(first) == "ingested"  # its quarantine.jsonl is not read as skills
+    assert [s.id for s in iter_source(first, max_chars=1000)] == ["s0", "s1", "s2", "s3"]
 
 
 def test_several_sources_duplicates_across_them(tmp_path, skill_tree):
@@ -134,3 +137,97 @@ def test_parquet_schema_is_stable(tmp_path):
     ingest([write_jsonl(tmp_path / "a.jsonl", pool_rows(1))], tmp_path / "o", progress=False)
     schema = pq.read_schema(tmp_path / "o" / "skills.parquet")
     assert schema.names == ["id", "name", "description", "body", "category", "source", "metadata", "content_hash"]
+
+
+@pytest.mark.parametrize("front,expected", [
+    ("on: push", {"on": "push"}),  # a GitHub-Actions-style key: YAML 1.1 would read it as True
+    ("a: yes\nb: off\nc: true", {"a": "yes", "b": "off", "c": True}),  # YAML 1.2 booleans only
+    # True and 1 are one dict key in Python: read pair by pair, both are kept
+    ("true: 1\n1: 2\n~: 3\n1.5: 4\n2024-01-01: 5", {"true": 1, "1": 2, "null": 3, "1.5": 4, "2024-01-01": 5}),
+    ("m: {1: a, false: b}", {"m": {"1": "a", "false": "b"}}),
+    ('e: "\\ud83d\\ude80"', {"e": "\U0001f680"}),  # a JSON-style surrogate pair is one character
+])
+def test_front_matter_keys_are_text(front, expected):
+    assert parse_skill_md(f"---\n{front}\n---\nbody").front_matter == expected
+
+
+@pytest.mark.parametrize("front,detail", [
+    ("loop: &a [*a]", "aliases are not accepted"),
+    ("a: &a [1, 2]\nb: [*a, *a]", "aliases are not accepted"),
+    ("x: " + "[" * 100 + "]" * 100, "nested deeper than"),
+    ("n: " + "9" * 5000, "4300 digits"),
+    ('1: a\n"1": b', "appears twice"),  # two keys that read the same
+    ("a: 1\na: 2", "appears twice"),
+    ("x: " + "y" * 70_000, "over the limit of 65,536"),
+])
+def test_front_matter_bounds(front, detail):
+    with pytest.raises(SkillMdError, match=detail) as err:
+        parse_skill_md(f"---\n{front}\n---\nbody")
+    assert err.value.reason == "invalid_front_matter"
+
+
+def skill_text(name, extra=""):
+    return f"---\nname: {name}\ndescription: does {name}\n{extra}---\nbody of {name}\n"
+
+
+def test_mixed_tree_reads_skill_files_and_top_level_data_files(tmp_path):
+    root = tmp_path / "mixed"
+    for rel, text in {"a/SKILL.md": skill_text("a"), "b/Skill.md": skill_text("b"), "c/SKILL.MD": skill_text("c"),
+                      ".claude/skills/d/skill.md": skill_text("d"), ".git/e/SKILL.md": skill_text("e"),
+                      "a/assets/rows.jsonl": "{}\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    write_jsonl(root / "pool.jsonl", pool_rows(2, "j"))
+    ingest([write_jsonl(tmp_path / "p.jsonl", pool_rows(2, "p"))], tmp_path / "first", progress=False)
+    (tmp_path / "first" / "skills.parquet").rename(root / "table.parquet")
+    summary = ingest([root], tmp_path / "out", progress=False)
+    assert [s.id for s in read_skills(tmp_path / "out")] == [".claude/skills/d", "a", "b", "c", "j0", "j1", "p0", "p1"]
+    assert summary.skipped == {"vcs_folder": 1, "data_file_below_top_level": 1}
+    assert summary.skipped_paths["vcs_folder"] == [str(root / ".git")]
+    assert any("skipped, not read vcs_folder" in line for line in summary.lines())
+
+
+def test_ids_the_index_would_refuse_are_quarantined(tmp_path):
+    rows = pool_rows(1) + [{**pool_rows(1, "x")[0], "id": i} for i in ("é" * 300, "a\nb", "a\ud800b")]
+    path = tmp_path / "ids.jsonl"
+    path.write_bytes("".join(json.dumps(r) + "\n" for r in rows).encode())
+    summary = ingest([path], tmp_path / "out", progress=False)
+    assert [q["reason"] for q in quarantine(tmp_path / "out")] == ["invalid_id"] * 3
+    assert summary.written == 1
+
+
+def test_metadata_counts_toward_the_size_cap_and_text_must_be_unicode(tmp_path):
+    rows = [{**pool_rows(1, "a")[0], "notes": "n" * 300}, {**pool_rows(1, "b")[0], "name": "x\udc80"},
+            pool_rows(1, "c")[0]]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ingest([path], tmp_path / "out", CorpusConfig(max_skill_chars=200), progress=False)
+    q = quarantine(tmp_path / "out")
+    assert [x["reason"] for x in q] == ["too_large", "invalid_text"] and "metadata 3" in q[0]["detail"]
+    assert [s.id for s in read_skills(tmp_path / "out")] == ["c0"]
+
+
+def test_no_temporary_file_on_any_failure(tmp_path, monkeypatch, skill_tree):
+    import skillrouter.corpus.ingest as ingest_module
+
+    def tmp_files(out):
+        return [p.name for p in out.iterdir() if p.name.endswith(".tmp")] if out.exists() else []
+
+    with pytest.raises(UnsupportedSource):  # checked before anything is created
+        ingest([skill_tree, tmp_path / "absent"], tmp_path / "o1", progress=False)
+    assert not (tmp_path / "o1").exists()
+    with pytest.raises(IngestError):
+        ingest([write_jsonl(tmp_path / "bad.jsonl", ["nope"])], tmp_path / "o2", progress=False)
+    with pytest.raises(IngestError):
+        ingest([skill_tree], tmp_path / "o3", CorpusConfig(strict=True), progress=False)
+
+    def interrupted(src, **kwargs):
+        yield from iter_source(src, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_module, "iter_source", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([skill_tree], tmp_path / "o4", progress=False, batch_rows=1)
+    for out in ("o2", "o3", "o4"):
+        assert tmp_files(tmp_path / out) == []
+    assert not (tmp_path / "o4" / "skills.parquet").exists()
