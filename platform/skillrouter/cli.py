@@ -106,8 +106,18 @@ def cmd_ablations(args: argparse.Namespace) -> int:
 
 
 def cmd_export_devset(args: argparse.Namespace) -> int:
-    out = export_eval_core(load_benchmark("bundled"), args.out)
-    print(f"wrote the bundled dev set in the eval_core layout to {out}")
+    if args.set == "bundled":
+        if args.tier != "easy":
+            print("error: --tier hard exists for --set realistic only", file=sys.stderr)
+            return 2
+        bench = load_benchmark("bundled")
+    else:
+        from skillrouter.evaluation.benchmark import load_realistic
+
+        bench = load_realistic(args.tier, lookalikes=args.lookalikes, seed=args.seed)
+    out = export_eval_core(bench, args.out)
+    print(f"wrote {bench.name} ({len(bench.tasks)} tasks, {len(bench.skills)} skills in the pool) in the eval_core "
+          f"layout to {out}")
     return 0
 
 
@@ -288,8 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only this ablation; repeat for several (text-bm25, text-inference, text-training, "
                         "reranker-loss, fn-filter)")
 
-    p = add("export-devset", cmd_export_devset, "write the bundled dev set in the eval_core layout")
+    p = add("export-devset", cmd_export_devset, "write a bundled labelled set in the eval_core layout")
     p.add_argument("--out", required=True)
+    p.add_argument("--set", choices=("bundled", "realistic"), default="bundled",
+                   help="the old dev set (default) or the realistic requests written in users' words")
+    p.add_argument("--tier", choices=("easy", "hard"), default="easy",
+                   help="realistic only: hard adds look-alike distractors of every needed skill to pool/")
+    p.add_argument("--lookalikes", type=int, choices=(1, 2), default=2, help="look-alikes per skill (hard tier)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the look-alikes' damage (hard tier)")
 
     p = add("synth", cmd_synth, "grow the sample corpus into a large synthetic pool with controlled overlap")
     p.add_argument("--num-skills", type=int, default=80_000)
