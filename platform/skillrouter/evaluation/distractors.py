@@ -136,7 +136,8 @@ def _damage(body: str, variant: int, rng: random.Random) -> tuple[str, str]:
             else:
                 sections[i] = ""
                 notes.append("dropped constraints")
-    damaged = "".join(s if s.endswith("\n") or not s else s + "\n" for s in sections).rstrip("\n") + "\n"
+    ending = body[len(body.rstrip()):]  # end as the original does (readers strip the body)
+    damaged = "".join(s if s.endswith("\n") or not s else s + "\n" for s in sections).rstrip() + ending
     if damaged.strip() == body.strip():  # a body without the usual sections: drop every other line
         lines = body.split("\n")
         damaged = "\n".join(line for j, line in enumerate(lines) if j % 2 == 0 or line.startswith("#"))
