@@ -12,10 +12,10 @@ import time
 import numpy as np
 
 from _common import stage
+from skillrouter.common.text import tokenize
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.evaluation.benchmark import load_bundled
-from skillrouter.mining.bm25 import BM25Index, top_k
-from skillrouter.text import tokenize
+from skillrouter.retrieval.bm25 import BM25Index, top_k
 
 
 def main() -> None:

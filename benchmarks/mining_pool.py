@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from _common import peak_rss_gib, stage
 from skillrouter.config import PipelineConfig
-from skillrouter.corpus.categories import load_categories
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.mining.job import print_mining_summary, run_mining
+from skillrouter.retrieval.categories import load_categories
 
 
 def main() -> None:

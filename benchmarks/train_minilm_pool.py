@@ -110,7 +110,7 @@ def dev_scores(bench, config: PipelineConfig, minilm: str, windows: int, path: P
 
     from skillrouter.models.encoder import Encoder, EncoderSpec
     from skillrouter.models.reranker import Reranker, RerankerSpec
-    from skillrouter.retrieval import build_bm25
+    from skillrouter.retrieval.bm25 import build_bm25
 
     queries, skills = [t.query for t in bench.tasks], list(bench.skills)
     out = {"bm25": build_bm25(skills, config.bm25).scores(queries)}

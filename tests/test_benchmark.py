@@ -123,7 +123,7 @@ def test_dense_systems(eval_core_dir):
 def test_exported_models_read_the_length_they_were_trained_at(eval_core_dir, tmp_path, monkeypatch):
     """`dense:PATH` and `+rerank:PATH` of a training job's export use its recorded max_length and windows, not the
     profile's (a reranker trained on 128-token pairs and fed 512, or the reverse, ranks worse than either)."""
-    import skillrouter.systems as systems
+    import skillrouter.retrieval.systems as systems
     from skillrouter.config import PipelineConfig
     from skillrouter.models.loading import EXPORT_INFO, export_info
 
@@ -147,7 +147,7 @@ def test_exported_models_read_the_length_they_were_trained_at(eval_core_dir, tmp
 
 
 def test_reciprocal_rank_fusion():
-    from skillrouter.retrieval import reciprocal_rank_fusion
+    from skillrouter.retrieval.fusion import reciprocal_rank_fusion
 
     fused = reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], k=60)
     assert [i for i, _ in fused] == ["b", "a", "d", "c"]
@@ -158,7 +158,7 @@ def test_reciprocal_rank_fusion():
 
 def test_hybrid_system_fuses_minilm_and_bm25(eval_core_dir):
     from skillrouter import Router
-    from skillrouter.systems import get_system
+    from skillrouter.retrieval.systems import get_system
 
     skills = load_eval_core(eval_core_dir).skills
     routes = Router(skills, "hybrid").route("combine two PDF documents into one file", top_k=3)

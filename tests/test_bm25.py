@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from skillrouter.mining.bm25 import BM25Index, top_k
-from skillrouter.text import tokenize
+from skillrouter.common.text import tokenize
+from skillrouter.retrieval.bm25 import BM25Index, top_k
 
 
 @pytest.fixture(scope="module")

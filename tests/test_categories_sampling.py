@@ -3,11 +3,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from skillrouter.corpus.categories import Categories, categories_for, infer_categories, spherical_kmeans
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.corpus.skill import Skill
 from skillrouter.querygen.prompts import QueryPrompt
 from skillrouter.querygen.sampling import stratified_sample
+from skillrouter.retrieval.categories import Categories, categories_for, infer_categories, spherical_kmeans
 
 
 @pytest.fixture(scope="module")

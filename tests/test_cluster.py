@@ -29,9 +29,9 @@ import pytest
 import ray
 import yaml
 
+from skillrouter.cluster.runtime_env import job_runtime_env, serve_config_with_secrets
+from skillrouter.cluster.runtime_env import main as runtime_env_main
 from skillrouter.config import load_config
-from skillrouter.runtime_env import job_runtime_env, serve_config_with_secrets
-from skillrouter.runtime_env import main as runtime_env_main
 from skillrouter.serving.app import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ def test_job_runtime_env_carries_the_profiles_secrets_that_are_set(monkeypatch, 
     env = job_runtime_env(config, {"MY_LLM_KEY": "k1", "MILVUS_TOKEN": "k2", "OPENAI_API_KEY": "other",
                                    "SKILLROUTER_ADMIN_TOKEN": "k3", "OPENAI_BASE_URL": ""})
     assert env == {"env_vars": {"PYTHONPATH": "platform", "MY_LLM_KEY": "k1", "MILVUS_TOKEN": "k2"}}
-    # `python -m skillrouter.runtime_env --config PROFILE`, as the README's `ray job submit` uses it
+    # `python -m skillrouter.cluster.runtime_env --config PROFILE`, as the README's `ray job submit` uses it
     for name in (*SECRET_VARS, "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "k4")

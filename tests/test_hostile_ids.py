@@ -13,9 +13,10 @@ from skillrouter.corpus.ingest import write_skills
 from skillrouter.corpus.skill import Skill
 from skillrouter.index import store
 from skillrouter.index.build import build_index, encoder_spec, open_index, sync_index
-from skillrouter.index.store import SkillIndex, SkillIndexError, UnsafeValue, expression
+from skillrouter.index.store import SkillIndex, SkillIndexError, expression
 from skillrouter.models.encoder import skill_texts
-from skillrouter.retrieval import RetrieveQuery
+from skillrouter.retrieval.filters import UnsafeValue
+from skillrouter.retrieval.first_stage import RetrieveQuery
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
 from skillrouter.serving.generations import publish
 from skillrouter.serving.stages import corpus_path, search_isolated
@@ -147,7 +148,7 @@ def test_a_server_gets_bound_values_and_lite_escaped_literals():
 
 def test_filters_are_refused_alone_before_a_batch(config):
     from skillrouter.index.build import open_index as open_
-    from skillrouter.retrieval import Catalogue
+    from skillrouter.retrieval.filters import Catalogue
     from skillrouter.serving.stages import FirstStage
 
     for bad in UNSAFE:

@@ -13,8 +13,8 @@ from skillrouter.corpus.ingest import read_skills
 from skillrouter.corpus.skill import Skill
 from skillrouter.index.build import build_index, index_uri, open_index, sync_index
 from skillrouter.index.store import SkillIndex, SkillIndexError, lite_replica
-from skillrouter.mining.embeddings import cache_path, save_embeddings
 from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.retrieval.embeddings import cache_path, save_embeddings
 
 DIM = 16
 

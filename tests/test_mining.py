@@ -8,8 +8,8 @@ from skillrouter.config import MiningConfig, load_config
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.filtering.filter import FalseNegativeFilter
 from skillrouter.filtering.jaccard import NearDuplicates, trigram_shingles
-from skillrouter.mining.bm25 import BM25Index
 from skillrouter.mining.negatives import BM25, CATEGORY, DENSE, RANDOM, MiningIndex, mine_batch
+from skillrouter.retrieval.bm25 import BM25Index
 
 
 def make_index(names=None, categories=None, n=30, seed=0):

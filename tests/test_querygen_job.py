@@ -86,8 +86,8 @@ def test_the_budget_holds_across_reruns_and_counts_every_paid_request(ray_cluste
 
 
 def _sampled(skills, cfg) -> list[str]:
-    from skillrouter.corpus.categories import categories_for
     from skillrouter.querygen.sampling import stratified_sample
+    from skillrouter.retrieval.categories import categories_for
 
     qc = cfg.querygen
     return [s.id for s in stratified_sample(skills, categories_for(skills, qc.categories_k, cfg.seed),

@@ -127,7 +127,7 @@ def test_provenance_versions_the_models_a_system_names(bench_dir, tmp_path):
     import os
 
     from skillrouter.evaluation.runner import provenance
-    from skillrouter.systems import named_models
+    from skillrouter.retrieval.systems import named_models
 
     assert named_models("hybrid:dense:/m/enc+rerank:/m/rr") == ["/m/enc", "/m/rr"]
     assert named_models("dense-nd:/m/enc") == ["/m/enc"] and named_models("finetuned+reranker") == []
@@ -180,10 +180,12 @@ def test_eval_runs_servings_first_stage_with_the_same_rankings(tmp_path):
     """On the bundled dev set: the evaluation's bm25 and hybrid equal the reference computations (BM25 top 50;
     reciprocal rank fusion of exact MiniLM and BM25 top 100s) and serving's first stage over Milvus Lite."""
     from skillrouter.index.build import build_index, open_index
-    from skillrouter.mining.bm25 import top_k
-    from skillrouter.retrieval import build_bm25, reciprocal_rank_fusion
-    from skillrouter.routing import Router
-    from skillrouter.serving.stages import Catalogue, FirstStage, RetrieveQuery
+    from skillrouter.retrieval.bm25 import build_bm25, top_k
+    from skillrouter.retrieval.filters import Catalogue
+    from skillrouter.retrieval.first_stage import RetrieveQuery
+    from skillrouter.retrieval.fusion import reciprocal_rank_fusion
+    from skillrouter.retrieval.router import Router
+    from skillrouter.serving.stages import FirstStage
 
     bench = load_benchmark("bundled")
     config = PipelineConfig(run_dir=str(tmp_path))
@@ -215,7 +217,8 @@ def test_eval_runs_servings_first_stage_with_the_same_rankings(tmp_path):
 
 
 def test_ablation_plan_and_variant_settings(tmp_path):
-    from skillrouter.evaluation.ablations import BASELINE, plan, variant_config
+    from skillrouter.evaluation.ablation_results import BASELINE
+    from skillrouter.pipeline.ablations import plan, variant_config
 
     questions, variants, borrowed = plan()
     assert [v.name for v in variants] == [BASELINE, "encoder-nd", "reranker-pointwise", "no-fn-filter"]
@@ -263,7 +266,7 @@ def test_training_fingerprint_covers_the_negatives_and_the_skill_text():
 
 
 def test_changed_negatives_counts_what_training_reads():
-    from skillrouter.evaluation.ablations import changed_negatives
+    from skillrouter.pipeline.ablations import changed_negatives
 
     def groups(negatives):
         return pa.table({"query_id": [f"q{i}" for i in range(len(negatives))], "positive_id": ["p"] * len(negatives),

@@ -90,8 +90,10 @@ def test_route_plan():
 
 def test_first_stage_filters_and_fusion(tmp_path):
     from skillrouter.index.build import build_index
-    from skillrouter.retrieval import build_bm25
-    from skillrouter.serving.stages import Catalogue, FirstStage, RetrieveQuery
+    from skillrouter.retrieval.bm25 import build_bm25
+    from skillrouter.retrieval.filters import Catalogue
+    from skillrouter.retrieval.first_stage import RetrieveQuery
+    from skillrouter.serving.stages import FirstStage
 
     skills = [Skill(id=f"s{i}", name=f"skill {i}", description=f"about {w}", body=f"{w} steps and {w} tips",
                     category="ab"[i % 2], source="x" if i < 3 else "y")
@@ -128,7 +130,8 @@ def test_pinned_vectors_rank_as_the_index_does(tmp_path):
     """A replica's in-memory copy of its pinned Lite version answers like Milvus: same ids, same order, same
     cosines, under every filter; an id its catalogue lacks is never an answer."""
     from skillrouter.index.build import build_index, open_index
-    from skillrouter.serving.stages import Catalogue, PinnedVectors
+    from skillrouter.retrieval.dense import VectorSearch
+    from skillrouter.retrieval.filters import Catalogue
 
     rng = np.random.default_rng(1)
     skills = [Skill(id=f"s{i:02d}", name=f"skill {i}", description="d", body="b", category="abc"[i % 3],
@@ -139,7 +142,7 @@ def test_pinned_vectors_rank_as_the_index_does(tmp_path):
     build_index(skills, config, embeddings=vectors, log=lambda _: None)
     queries = rng.standard_normal((5, 16)).astype(np.float32)
     with open_index(config) as index:
-        pinned = PinnedVectors(*index.vectors(), Catalogue(skills))
+        pinned = VectorSearch(*index.vectors(), Catalogue(skills))
         assert sorted(pinned.ids) == [s.id for s in skills]
         for filters in ({}, {"category": "a"}, {"category": ["a", "b"], "source": "x"}, {"source": ["y"]}):
             expected = index.search(queries, 7, **filters)
@@ -147,7 +150,7 @@ def test_pinned_vectors_rank_as_the_index_does(tmp_path):
             for want, have in zip(expected, got):
                 assert [i for i, _ in have] == [i for i, _ in want], filters
                 assert [d for _, d in have] == pytest.approx([d for _, d in want], abs=1e-5)
-        partial = PinnedVectors(*index.vectors(), Catalogue(skills[1:]))
+        partial = VectorSearch(*index.vectors(), Catalogue(skills[1:]))
         assert all("s00" not in [i for i, _ in hits] for hits in partial.search(vectors[:1], 40))
         assert len(partial.search(vectors[:1], 40)[0]) == 39
 

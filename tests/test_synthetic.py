@@ -2,9 +2,9 @@ import hashlib
 
 import pytest
 
+from skillrouter.common.text import tokenize
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.corpus.synthetic import SynthConfig, SyntheticPool, write_synthetic_pool
-from skillrouter.text import tokenize
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name in ("Route", "Router"):
-        from skillrouter import routing
+        from skillrouter.retrieval import router as routing
 
         return getattr(routing, name)
     if name == "Skill":

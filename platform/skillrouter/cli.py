@@ -19,7 +19,7 @@ from skillrouter.corpus.readers import UnsupportedSource
 from skillrouter.evaluation.benchmark import BenchmarkError, add_distractors, export_eval_core, load_benchmark
 from skillrouter.index.store import SkillIndexError
 from skillrouter.querygen.client import JobFailed
-from skillrouter.systems import SYSTEMS
+from skillrouter.retrieval.systems import SYSTEMS
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
@@ -40,8 +40,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from skillrouter.pipeline import routes_table
-    from skillrouter.routing import Router
+    from skillrouter.pipeline.run import routes_table
+    from skillrouter.retrieval.router import Router
 
     config = _config(args)
     skills = read_skills(args.corpus, config.corpus.max_skill_chars)
@@ -92,8 +92,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ablations(args: argparse.Namespace) -> int:
-    from skillrouter.evaluation.ablations import run_ablations
     from skillrouter.evaluation.report import ablation_table, write_run_report
+    from skillrouter.pipeline.ablations import run_ablations
 
     config = _config(args)
     if args.run:
@@ -157,8 +157,8 @@ def cmd_generate_queries(args: argparse.Namespace) -> int:
 def cmd_mine(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from skillrouter.corpus.categories import load_categories
     from skillrouter.mining.job import print_mining_summary, run_mining
+    from skillrouter.retrieval.categories import load_categories
 
     config = _config(args)
     run_dir = Path(config.run_dir)
@@ -238,7 +238,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from skillrouter.pipeline import run_pipeline
+    from skillrouter.pipeline.run import run_pipeline
 
     run_pipeline(_config(args), skip=args.skip.split(","), rerun=args.rerun.split(","))
     return 0

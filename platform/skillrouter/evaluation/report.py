@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from skillrouter.common.tables import markdown_table
+from skillrouter.evaluation.ablation_results import Ablation, read_ablations, report_notes
 from skillrouter.evaluation.benchmark import load_eval_core
 from skillrouter.evaluation.metrics import SUBSETS
 from skillrouter.evaluation.runner import EvalResult, read_result
 from skillrouter.models.loading import export_info
-from skillrouter.tables import markdown_table
 
 REPORT_FILE = "report.md"
 SYSTEM_METRICS = ("Hit@1", "MRR@10", "nDCG@3", "nDCG@10", "Recall@10", "Recall@20", "Recall@50", "FullCoverage@5",
@@ -42,21 +42,7 @@ ABLATION_HINT = ("No ablations in this report yet. `skillrouter ablations --conf
                  "section.")
 
 
-@dataclass
-class Ablation:
-    """One question of the paper's ablations: evaluated rows (label, result). `against[i]` is the row that row i's
-    differences are taken against (None: none); by default every row against the first."""
 
-    name: str
-    question: str
-    rows: list[tuple[str, EvalResult]]
-    notes: list[str] = field(default_factory=list)
-    against: list[int | None] | None = None
-
-    def reference(self, i: int) -> int | None:
-        if self.against is not None:
-            return self.against[i]
-        return None if i == 0 else 0
 
 
 def pct(value: float) -> str:
@@ -72,7 +58,7 @@ def _metric(result: EvalResult, name: str, subset: str = "all") -> float:
 
 
 def _description(system: str) -> str:
-    from skillrouter.systems import get_system
+    from skillrouter.retrieval.systems import get_system
 
     try:
         return get_system(system).description
@@ -412,7 +398,6 @@ def write_run_report(run_dir: str | Path, systems: Sequence[str] | None = None, 
                      title: str | None = None, retrieve_k: int | None = 20) -> Path:
     """(Re)build a run's report from what it saved: `RUN_DIR/eval/*` and, when they have run, the ablations
     (`RUN_DIR/ablations/ablations.json`). Writes `RUN_DIR/report/report.md` (or into `out_dir`)."""
-    from skillrouter.evaluation.ablations import read_ablations, report_notes
 
     root = Path(run_dir)
     notes = [f"Run `{root}`; rebuild this page with `skillrouter report --run {root}`.", *report_notes(root)]

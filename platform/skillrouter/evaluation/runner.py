@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skillrouter.common.tables import format_table
 from skillrouter.config import PipelineConfig
 from skillrouter.evaluation.benchmark import Benchmark, Task, benchmark_version
 from skillrouter.evaluation.metrics import SUBSETS, aggregate, task_metrics
-from skillrouter.routing import Router
-from skillrouter.tables import format_table
+from skillrouter.retrieval.router import Router
 
 TABLE_METRICS = ("Hit@1", "MRR@10", "nDCG@3", "nDCG@10", "Recall@10", "Recall@50", "FullCoverage@5",
                  "FullCoverage@10")
@@ -42,7 +42,7 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
     evaluation reads. Two results with equal provenance are the same computation, so a saved one can stand in for a
     new one."""
     from skillrouter.models.loading import export_info, model_version
-    from skillrouter.systems import named_models, trained_kinds
+    from skillrouter.retrieval.systems import named_models, trained_kinds
 
     models = {kind: export_info(str(config.model_dir(kind))).get("fingerprint")
               for kind in sorted(trained_kinds(system))}

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from tqdm import tqdm
 
-from skillrouter.text import tokenize
+from skillrouter.common.text import tokenize
 
 
 def trigram_shingles(text: str) -> np.ndarray:

@@ -18,9 +18,9 @@ import numpy as np
 from skillrouter.config import IndexConfig, PipelineConfig
 from skillrouter.corpus.skill import Skill, id_problem
 from skillrouter.index.store import ENCODER_PROPERTY, SkillIndex, SkillIndexError, is_lite
-from skillrouter.mining.embeddings import embed_skills
 from skillrouter.models.encoder import Encoder, EncoderSpec, skill_texts
 from skillrouter.models.windows import mean_rows
+from skillrouter.retrieval.embeddings import embed_skills
 
 
 def index_uri(config: PipelineConfig) -> str:

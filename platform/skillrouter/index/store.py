@@ -20,7 +20,6 @@ import random
 import re
 import shutil
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from skillrouter.corpus.skill import ID_MAX_BYTES, Skill, id_problem
+from skillrouter.retrieval.filters import UnsafeValue, value_problem
 
 # VARCHAR limits count UTF-8 bytes on a server; ids are never cut (the real pool's longest is 227 bytes).
 FIELD_MAX_BYTES = {"content_hash": 64, "name": 512, "category": 256, "source": 256}
@@ -69,25 +69,6 @@ def is_lite(uri: str) -> bool:
 def clip(text: str | None, max_bytes: int) -> str:
     """`text` cut to at most `max_bytes` of UTF-8 without splitting a character."""
     return (text or "").encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-
-
-class UnsafeValue(ValueError):
-    """A value that cannot be compared in a Milvus expression (a control character, a lone surrogate, not text);
-    refused before anything is sent."""
-
-
-def value_problem(value) -> str | None:
-    """Why `value` cannot be compared with a VARCHAR field in an expression, or None when it can. Control
-    characters (NUL included) are refused everywhere: Lite could take them only raw, and no skill id holds one
-    (`corpus.skill.id_problem`)."""
-    if not isinstance(value, str):
-        return f"expected text, got {type(value).__name__}"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not valid Unicode (a lone surrogate)"
-    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
-    return None if bad is None else f"holds the control character {bad!r}"
 
 
 def _quoted(value: str) -> str:

@@ -1,1 +1,1 @@
-"""Candidate retrieval for routing and hard-negative mining: BM25 (rank_bm25 semantics, vectorised)."""
+"""Hard-negative mining: ten negatives per query from four sources, false negatives filtered out."""

@@ -18,18 +18,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skillrouter.common.raycluster import ensure_ray
+from skillrouter.common.tables import shorten
 from skillrouter.config import MiningConfig, PipelineConfig
-from skillrouter.corpus.categories import Categories, categories_for
 from skillrouter.corpus.skill import Skill
 from skillrouter.filtering.filter import LAYERS, FalseNegativeFilter
 from skillrouter.filtering.jaccard import NearDuplicates, lsh_recall, trigram_shingles
 from skillrouter.filtering.names import normalise_name
-from skillrouter.mining.embeddings import embed_skills
 from skillrouter.mining.negatives import SOURCES, MiningIndex, mine_batch
 from skillrouter.models.encoder import Encoder, EncoderSpec
-from skillrouter.raycluster import ensure_ray
-from skillrouter.retrieval import build_bm25
-from skillrouter.tables import shorten
+from skillrouter.retrieval.bm25 import build_bm25
+from skillrouter.retrieval.categories import Categories, categories_for
+from skillrouter.retrieval.embeddings import embed_skills
 
 GROUPS_FILE = "groups.parquet"
 NEGATIVE = pa.struct([("skill_id", pa.string()), ("source", pa.string()), ("score", pa.float64())])

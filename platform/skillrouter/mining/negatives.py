@@ -17,7 +17,7 @@ import numpy as np
 
 from skillrouter.config import MiningConfig
 from skillrouter.filtering.filter import FalseNegativeFilter
-from skillrouter.mining.bm25 import BM25Index, top_k
+from skillrouter.retrieval.bm25 import BM25Index, top_k
 
 DENSE, BM25, CATEGORY, RANDOM = "dense", "bm25", "category", "random"
 SOURCES = (DENSE, BM25, CATEGORY, RANDOM)

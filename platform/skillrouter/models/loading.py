@@ -26,7 +26,7 @@ def model_version(name: str) -> str:
     """What tells two sets of weights under one name apart: a local directory's files (a model retrained into the
     same folder is a new version, and caches keyed by the name alone would serve the old one's embeddings);
     empty for a Hugging Face id or the bundled MiniLM."""
-    from skillrouter.fingerprints import files_version
+    from skillrouter.common.fingerprints import files_version
 
     return "" if name == BUNDLED_MINILM or not Path(name).expanduser().is_dir() else files_version(name)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skillrouter.common.raycluster import ensure_ray
 from skillrouter.config import PipelineConfig, QueryGenConfig
-from skillrouter.corpus.categories import categories_for
 from skillrouter.corpus.skill import Skill
 from skillrouter.querygen.budget import Budget, Usage
 from skillrouter.querygen.client import ChatClient, JobFailed, RetryPolicy
@@ -29,7 +29,7 @@ from skillrouter.querygen.leak_guard import LeakGuard, document_frequencies, nor
 from skillrouter.querygen.log import FAILED, OK, LogWriter, SkillState, replay, spent
 from skillrouter.querygen.prompts import QueryPrompt
 from skillrouter.querygen.sampling import stratified_sample
-from skillrouter.raycluster import ensure_ray
+from skillrouter.retrieval.categories import categories_for
 
 QUERIES_FILE = "queries.parquet"
 QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("skill_id", pa.string()), ("query", pa.string()),

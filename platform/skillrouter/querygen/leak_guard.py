@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from skillrouter.common.text import tokenize
 from skillrouter.corpus.skill import Skill
-from skillrouter.text import tokenize
 
 # Reasons, stable strings: they key the summary's rejection counts.
 EMPTY, TOO_SHORT, TOO_LONG, DUPLICATE = "empty", "too_short", "too_long", "duplicate"

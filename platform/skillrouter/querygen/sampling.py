@@ -6,8 +6,8 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-from skillrouter.corpus.categories import Categories
 from skillrouter.corpus.skill import Skill
+from skillrouter.retrieval.categories import Categories
 
 
 def stratified_sample(skills: Sequence[Skill], categories: Categories, num_skills: int | None,

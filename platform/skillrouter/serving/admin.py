@@ -23,12 +23,13 @@ from skillrouter.corpus.ingest import ingest, read_skills, write_skills
 from skillrouter.corpus.readers import Quarantined, validate_record
 from skillrouter.corpus.skill import Skill, id_problem
 from skillrouter.index.build import build_index, encoder_spec, open_index, sync_index
-from skillrouter.index.store import SkillIndexError, value_problem
-from skillrouter.mining.embeddings import embed_skills
+from skillrouter.index.store import SkillIndexError
 from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.retrieval.embeddings import embed_skills
+from skillrouter.retrieval.filters import value_problem
+from skillrouter.retrieval.systems import trained_model
 from skillrouter.serving.generations import GENERATION_FILE, publish, read_generation
 from skillrouter.serving.stages import corpus_path, live_encoder, serving_dir
-from skillrouter.systems import trained_model
 
 OWNER_WAIT_S = 120.0  # a replica copying the Lite file holds its lock for a moment; a writer waits its turn
 IN_PROCESS_MAX = 5000  # skills embedded by this process for a build; more go through a Ray Data actor pool

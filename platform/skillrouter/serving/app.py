@@ -109,7 +109,7 @@ def start(config: PipelineConfig, log: Callable[[str], None] = print) -> str:
     """Start Serve on `serving.host:serving.port` (port 0: a free one) with the application; returns its URL."""
     from ray import serve
 
-    from skillrouter.raycluster import ensure_ray
+    from skillrouter.common.raycluster import ensure_ray
 
     ensure_ray()
     host, port = config.serving.host, config.serving.port or free_port(config.serving.host)

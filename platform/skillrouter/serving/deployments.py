@@ -28,7 +28,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skillrouter import __version__
 from skillrouter.config import PipelineConfig
-from skillrouter.retrieval import Catalogue, RetrieveQuery, rerank_order, rerank_scores
+from skillrouter.retrieval.filters import Catalogue
+from skillrouter.retrieval.first_stage import RetrieveQuery
+from skillrouter.retrieval.rerank import rerank_order, rerank_scores
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
 from skillrouter.serving.generations import Generations
 from skillrouter.serving.metrics import replica_metrics

@@ -1,8 +1,8 @@
 """The retriever's work as plain Python over the library (no Ray): the run's catalogue of skills, this replica's
 view of the index, and the first stage (dense over Milvus, BM25, or their reciprocal rank fusion) as
-`skillrouter.retrieval.FirstStage` with a Milvus backend: the evaluation runs the same class. Tests call it
-directly; the deployments add batching, generations and metrics around it (reranking is `retrieval.rerank_scores`
-and `retrieval.rerank_order`, which the evaluation calls too).
+`retrieval.first_stage.FirstStage` with a Milvus backend (or `retrieval.dense.VectorSearch` over a pinned version's
+vectors): the evaluation runs the same class. Tests call it directly; the deployments add batching, generations and
+metrics around it (reranking is `retrieval.rerank`, which the evaluation calls too).
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ import numpy as np
 # Retriever or IndexAdmin deployment, before the replica's logger is set up.
 import pymilvus  # noqa: F401, I001
 
-from skillrouter import retrieval
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import SKILLS_FILE, read_skills
 from skillrouter.index.build import index_uri, open_index
 from skillrouter.index.store import ENCODER_PROPERTY, SkillIndex, SkillIndexError, is_lite, lite_replica
-from skillrouter.mining.bm25 import BM25Index
 from skillrouter.models.encoder import Encoder, EncoderSpec
-from skillrouter.retrieval import Catalogue, FilterValue, Retrieved, RetrieveQuery, build_bm25
+from skillrouter.retrieval import first_stage
+from skillrouter.retrieval.bm25 import BM25Index, build_bm25
+from skillrouter.retrieval.dense import VectorSearch
+from skillrouter.retrieval.filters import Catalogue, FilterValue
+from skillrouter.retrieval.first_stage import Retrieved, RetrieveQuery
 from skillrouter.serving.generations import private_dir
 
-__all__ = ["Catalogue", "FirstStage", "MilvusDense", "Retrieved", "RetrieveQuery", "close_replica", "corpus_path",
-           "live_encoder", "load_catalogue", "load_first_stage", "open_replica", "search_isolated", "serving_dir"]
+__all__ = ["FirstStage", "MilvusDense", "close_replica", "corpus_path", "live_encoder", "load_catalogue",
+           "load_first_stage", "open_replica", "search_isolated", "serving_dir"]
 
 
 def corpus_path(config: PipelineConfig) -> Path:
@@ -59,50 +61,19 @@ class MilvusDense:
         return self.index.search(vectors, k, category=category, source=source, collection=self.collection)
 
 
-class PinnedVectors:
-    """The dense backend for an index version that cannot change under this replica (its own Lite copy, pinned):
-    the version's vectors held in memory, searched exactly by one matrix product on the query encoder's device.
-    Milvus Lite 3 is pure Python and its FLAT search gathers the whole matrix into a new array on every call (about
-    155 ms at 69,400 x 1,024 on the H200 host, benchmarks/README.md); a copy held here gives the same ranking for
-    the cost of the product. Filters follow the index's rule over the catalogue's columns."""
-
-    def __init__(self, ids: Sequence[str], vectors: np.ndarray, catalogue: Catalogue, device="cpu"):
-        import torch
-
-        self.ids, self.catalogue = list(ids), catalogue
-        self.rows = np.array([catalogue.rows.get(i, -1) for i in self.ids], dtype=np.int64)
-        self.matrix = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
-
-    def search(self, vectors: np.ndarray, k: int, category: FilterValue = None,
-               source: FilterValue = None) -> list[list[tuple[str, float]]]:
-        import torch
-
-        queries = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.matrix.device)
-        scores = queries @ self.matrix.T
-        allowed = self.catalogue.allowed(category, source)
-        keep = self.rows >= 0  # an id the catalogue lacks (a change published between two reads) is no answer
-        if allowed is not None:
-            keep &= allowed[np.maximum(self.rows, 0)]
-        if not keep.all():
-            scores[:, torch.from_numpy(~keep).to(scores.device)] = -torch.inf
-        top, idx = torch.topk(scores, min(k, len(self.ids)), dim=1)
-        return [[(self.ids[j], s) for j, s in zip(row_idx, row_top) if s > -np.inf]
-                for row_idx, row_top in zip(idx.tolist(), top.tolist())]
-
-
-class FirstStage(retrieval.FirstStage):
-    """Serving's first stage: the shared `retrieval.FirstStage` (which the evaluation runs with an exact dense
+class FirstStage(first_stage.FirstStage):
+    """Serving's first stage: the shared `first_stage.FirstStage` (which the evaluation runs with an exact dense
     backend) over Milvus, or over the pinned version's vectors in memory; the encoder the live index was built
     with, and BM25 over the full skill text."""
 
     def __init__(self, catalogue: Catalogue, index: SkillIndex, encoder: Encoder, bm25: BM25Index,
                  fusion_depth: int = 100, rrf_k: int = 60, collection: str | None = None,
-                 pinned: PinnedVectors | None = None):
+                 pinned: VectorSearch | None = None):
         super().__init__(catalogue, encoder, pinned or MilvusDense(index, collection), bm25, fusion_depth, rrf_k)
         self.index, self.collection = index, collection
 
 
-def search_isolated(stage: retrieval.FirstStage, queries: Sequence[RetrieveQuery]) -> list[Retrieved | Exception]:
+def search_isolated(stage: first_stage.FirstStage, queries: Sequence[RetrieveQuery]) -> list[Retrieved | Exception]:
     """The first stage's answers to a batch of several clients' queries, one per query: when the batch fails as a
     whole, each query is searched alone, so a query whose search raises gets its own error (in its place) and the
     others still get their answers."""
@@ -161,7 +132,7 @@ def load_first_stage(config: PipelineConfig, previous: FirstStage | None = None)
         bm25 = build_bm25(catalogue.skills, config.bm25)
         pinned = None
         if collection is not None and config.serving.memory_search:  # a pinned Lite copy (see open_replica)
-            pinned = PinnedVectors(*index.vectors(collection), catalogue, encoder.device)
+            pinned = VectorSearch(*index.vectors(collection), catalogue, encoder.device)
     except BaseException:
         close_replica(index)
         raise

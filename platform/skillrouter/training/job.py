@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from skillrouter.common.raycluster import ensure_ray
+from skillrouter.common.tables import format_table
 from skillrouter.config import PipelineConfig, TrainConfig
 from skillrouter.corpus.skill import Skill, corpus_version
 from skillrouter.models.loading import EXPORT_INFO, export_info
-from skillrouter.raycluster import ensure_ray
-from skillrouter.tables import format_table
 from skillrouter.training.data import micro_batches_per_epoch, sample_groups, tokenized_dataset
 
 KINDS = ("encoder", "reranker")

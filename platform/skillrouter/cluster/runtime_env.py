@@ -1,9 +1,9 @@
 """What a job or a Serve application takes from this machine to a Ray cluster: the secrets of this shell's
 environment, as runtime_env env_vars, so that no file of the repository or of the cluster holds them.
 
-    ray job submit --working-dir . --runtime-env-json "$(python -m skillrouter.runtime_env --config PROFILE)" \
+    ray job submit --working-dir . --runtime-env-json "$(python -m skillrouter.cluster.runtime_env --config PROFILE)" \
         -- python jobs/generate_queries.py --config PROFILE
-    python -m skillrouter.runtime_env --deploy serve/cluster.yaml      # `serve deploy`, with the secrets added
+    python -m skillrouter.cluster.runtime_env --deploy serve/cluster.yaml      # `serve deploy`, with the secrets added
 
 A job gets its profile's LLM key and endpoint (`querygen.api_key_env`, OPENAI_BASE_URL) and Milvus token
 (`index.token_env`); a Serve application the admin token (`serving.admin_token_env`) and Milvus token of the
@@ -57,7 +57,8 @@ def serve_config_with_secrets(path: str | Path, environ: Mapping[str, str] = os.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m skillrouter.runtime_env", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m skillrouter.cluster.runtime_env",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="the job's profile, for the names of its secrets (default: the defaults)")
     parser.add_argument("--deploy", metavar="SERVE_CONFIG", help="deploy this Serve config file, secrets added")
     parser.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://localhost:8265"),

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.sparse.linalg import svds
 
 from skillrouter.corpus.skill import Skill
-from skillrouter.mining.bm25 import BM25Index
+from skillrouter.retrieval.bm25 import BM25Index
 
 
 @dataclass

@@ -12,13 +12,15 @@ epsilon * (mean idf over the vocabulary). Repeated query tokens count once per o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from skillrouter.text import tokenize
+from skillrouter.common.text import tokenize
+from skillrouter.config import BM25Config
+from skillrouter.corpus.skill import Skill
 
 
 class BM25Index:
@@ -109,3 +111,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         out_idx = np.lexsort((np.broadcast_to(np.arange(n), scores.shape), -scores), axis=1)
     return out_idx, np.take_along_axis(scores, out_idx, axis=1)
+
+
+def build_bm25(skills: Sequence[Skill], params: BM25Config, text: Callable[[Skill], str] = Skill.text) -> BM25Index:
+    """BM25 over each skill's `text` (by default the full text) with the profile's parameters."""
+    return BM25Index.build([text(s) for s in skills], k1=params.k1, b=params.b, epsilon=params.epsilon,
+                           progress=len(skills) > 20_000)

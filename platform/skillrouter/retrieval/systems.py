@@ -1,7 +1,7 @@
 """Named retrieval systems, so that `skillrouter eval --system NAME` and `Router(system=NAME)` mean one thing.
 
 A system turns a list of skills into a `Retriever`: `search(queries, k) -> (indices, scores)`, indices into that
-list, best first. Every first stage is `skillrouter.retrieval.FirstStage`, the class serving runs (with an exact
+list, best first. Every first stage is `retrieval.first_stage.FirstStage`, the class serving runs (with an exact
 in-memory dense search where serving searches Milvus), and every reranked system calls the reranker and orders
 its answer with the functions serving uses (`retrieval.rerank_scores`, `retrieval.rerank_order`).
 
@@ -27,15 +27,11 @@ import numpy as np
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill, SkillText
 from skillrouter.models.loading import export_info
-from skillrouter.retrieval import (
-    Catalogue,
-    ExactDense,
-    FirstStage,
-    RetrieveQuery,
-    build_bm25,
-    rerank_order,
-    rerank_scores,
-)
+from skillrouter.retrieval.bm25 import build_bm25
+from skillrouter.retrieval.dense import VectorSearch
+from skillrouter.retrieval.filters import Catalogue
+from skillrouter.retrieval.first_stage import FirstStage, RetrieveQuery
+from skillrouter.retrieval.rerank import rerank_order, rerank_scores
 
 if TYPE_CHECKING:
     from skillrouter.models.encoder import EncoderSpec
@@ -91,7 +87,7 @@ def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseMod
         from skillrouter.models.encoder import Encoder  # torch only for the systems that need it
 
         encoder = Encoder.load(dense.spec(config))
-        search = ExactDense(catalogue, encoder.encode_skills(catalogue.skills, fields=dense.fields))
+        search = VectorSearch.of_catalogue(catalogue, encoder.encode_skills(catalogue.skills, fields=dense.fields))
     if bm25_text is not None:
         bm25 = build_bm25(catalogue.skills, config.bm25, bm25_text)
     return FirstStage(catalogue, encoder, search, bm25, config.serving.fusion_depth, config.serving.rrf_k)

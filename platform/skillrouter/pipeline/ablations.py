@@ -29,15 +29,19 @@ import pyarrow.parquet as pq
 
 from skillrouter.config import PipelineConfig, load_config
 from skillrouter.corpus.skill import Skill, corpus_version
+from skillrouter.evaluation.ablation_results import (
+    ABLATIONS_DIR,
+    BASELINE,
+    SUMMARY_FILE,
+    Ablation,
+    export_fingerprint,
+    read_ablations,
+)
 from skillrouter.evaluation.benchmark import Benchmark
-from skillrouter.evaluation.report import Ablation
 from skillrouter.evaluation.runner import EvalResult, evaluate_system, provenance, read_result, write_result
 from skillrouter.models.loading import export_info
-from skillrouter.systems import trained_kinds
+from skillrouter.retrieval.systems import trained_kinds
 
-BASELINE = "baseline"
-ABLATIONS_DIR = "ablations"
-SUMMARY_FILE = "ablations.json"
 INPUTS_FILE = "inputs.json"
 
 
@@ -146,8 +150,8 @@ def mine_variant(skills: Sequence[Skill], queries: pa.Table, config: PipelineCon
                  log=print) -> pa.Table:
     """The variant's groups, mined like the run's but with its mining settings; skipped when already mined from
     the same inputs."""
-    from skillrouter.corpus.categories import load_categories
     from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
+    from skillrouter.retrieval.categories import load_categories
 
     key = _inputs_key(mining=config.mining.model_dump(), bm25=config.bm25.model_dump(), seed=config.seed,
                       corpus=corpus_version(skills), queries=queries.column("query_id").to_pylist())
@@ -262,7 +266,7 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
                 row.system, bench, vconfig, Path(vconfig.run_dir) / "eval" / row.system, reuse,
                 lambda line, v=row.variant: log(f"   [{v}] {line}"))
     summary = {"run_dir": str(run_dir), "benchmark": bench.name, "seconds": round(time.perf_counter() - started, 1),
-               "models": {k: {"path": str(p), "fingerprint": _fingerprint(p)} for k, p in models.items()},
+               "models": {k: {"path": str(p), "fingerprint": export_fingerprint(p)} for k, p in models.items()},
                "variants": {v.name: {"change": v.change, "overrides": list(v.overrides), "trains": list(v.trains)}
                             for v in variants},
                "questions": [{"name": q.name, "question": q.question, "notes": _notes(q, mined, configs, trained_on),
@@ -275,33 +279,6 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log(f"\nablations done in {summary['seconds']:.0f} s; wrote {out / SUMMARY_FILE}")
     return read_ablations(run_dir)
-
-
-def _fingerprint(model_dir: Path) -> str | None:
-    return export_info(str(model_dir)).get("fingerprint")
-
-
-def report_notes(run_dir: str | Path) -> list[str]:
-    """What the report must say about the ablations besides their tables: models of the baseline that are not the
-    run's own, and baseline models that changed since the ablations ran (their rows are then out of date)."""
-    root = Path(run_dir)
-    path = root / ABLATIONS_DIR / SUMMARY_FILE
-    if not path.exists():
-        return []
-    models = json.loads(path.read_text()).get("models", {})
-    own = (root / "models").resolve()
-    foreign = [kind for kind, m in models.items() if Path(m["path"]).resolve().parent != own]
-    stale = [kind for kind, m in models.items() if _fingerprint(Path(m["path"])) != m["fingerprint"]]
-    notes = []
-    if foreign:
-        notes.append(f"The ablations' baseline {' and '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not "
-                     f"the run's own (missing, or trained from other settings or data when they ran): trained for "
-                     f"them under `{root / ABLATIONS_DIR / BASELINE}`, so their baseline rows may differ from the "
-                     "systems above.")
-    if stale:
-        notes.append(f"The ablations below predate the run's current {' and '.join(stale)}: run `skillrouter "
-                     "ablations` again to bring them up to date.")
-    return notes
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -354,21 +331,3 @@ def _notes(q: Question, mined: dict[str, dict], configs: dict[str, PipelineConfi
                 notes.append(f"{variant}: {kind} trained {final['steps']} steps on {final['groups']} groups, last "
                              f"loss {final['final']['loss']:.3f}.")
     return notes
-
-
-def read_ablations(run_dir: str | Path) -> list[Ablation]:
-    """The ablations saved by `run_ablations` under `run_dir` (none when they have not run)."""
-    root = Path(run_dir)
-    path = root / ABLATIONS_DIR / SUMMARY_FILE
-    if not path.exists():
-        return []
-    summary = json.loads(path.read_text())
-    out = []
-    for q in summary["questions"]:
-        rows = []
-        for r in q["rows"]:
-            where = Path(r["result"])
-            rows.append((r["label"], read_result(where if where.is_absolute() else root / where)))
-        out.append(Ablation(q["name"], q["question"], rows, q.get("notes", []),
-                            [r.get("against", 0 if i else None) for i, r in enumerate(q["rows"])]))
-    return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill
-from skillrouter.systems import get_system
+from skillrouter.retrieval.systems import get_system
 
 MAX_TOP_K = 1000
 
@@ -23,7 +23,7 @@ class Route:
 
 
 class Router:
-    """Routes requests to skills with one named system (see `skillrouter.systems`)."""
+    """Routes requests to skills with one named system (see `skillrouter.retrieval.systems`)."""
 
     def __init__(self, skills: Sequence[Skill], system: str = "bm25", config: PipelineConfig | None = None):
         if not skills:

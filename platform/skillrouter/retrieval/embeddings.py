@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from skillrouter.common.raycluster import ensure_ray
 from skillrouter.corpus.skill import Skill, corpus_version
 from skillrouter.models.encoder import Encoder, EncoderSpec, skill_texts
 from skillrouter.models.loading import model_version
 from skillrouter.models.windows import mean_rows
-from skillrouter.raycluster import ensure_ray
 
 
 def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]) -> Path:

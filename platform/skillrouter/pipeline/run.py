@@ -17,20 +17,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from skillrouter.common.fingerprints import content_version, digest
+from skillrouter.common.tables import format_table, shorten
 from skillrouter.config import PipelineConfig
-from skillrouter.corpus.categories import load_categories
 from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
 from skillrouter.corpus.skill import corpus_version
 from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
 from skillrouter.evaluation.report import write_run_report
 from skillrouter.evaluation.runner import evaluate_system, metrics_table, provenance, read_result, write_result
-from skillrouter.fingerprints import content_version, digest
 from skillrouter.index.build import index_uri
 from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
 from skillrouter.models.loading import model_version
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
-from skillrouter.routing import Route
-from skillrouter.tables import format_table, shorten
+from skillrouter.retrieval.categories import load_categories
+from skillrouter.retrieval.router import Route
 from skillrouter.training.job import KINDS, print_training_summary, run_training
 
 STAGES = ("ingest", "queries", "mining", *KINDS, "index", "serve", "eval", "report")

@@ -1,0 +1,1 @@
+"""What every stage shares below the stages themselves: tokenisation, tables, content fingerprints, joining Ray."""
