@@ -19,7 +19,7 @@ from skillrouter.models.encoder import Encoder, EncoderSpec
 from skillrouter.models.reranker import Reranker, RerankerSpec
 from skillrouter.training.data import group_skills, length_grouped, micro_batches_per_epoch, sample_groups
 from skillrouter.training.flops import flops_per_token, non_embedding_parameters
-from skillrouter.training.job import resolve_deepspeed, run_training
+from skillrouter.training.job import prune_finished_run, resolve_deepspeed, run_training
 from skillrouter.training.loop import lr_lambda
 from skillrouter.training.modules import EXPORT_INFO, build_module
 
@@ -242,6 +242,25 @@ def test_two_worker_zero2_run_learns_the_toy_task_and_exports(ray_cluster, tiny_
     assert again["skipped"] and "up to date" in lines[-1]
 
 
+def test_a_finished_run_keeps_only_its_last_checkpoint_and_a_consistent_snapshot(tmp_path):
+    run = tmp_path / "encoder-abc"
+    for name, size in (("step-0000010", 300), ("step-0000020", 200), ("export", 50)):
+        (run / name / "deepspeed").mkdir(parents=True)
+        (run / name / "deepspeed" / "states.pt").write_bytes(b"x" * size)
+    results = [{"checkpoint_dir_name": n, "metrics": {"step": s}}
+               for n, s in (("step-0000010", 10), ("step-0000020", 20), ("export", 24))]
+    snapshot = {"checkpoint_results": results, "checkpoint_report_indices": [1, 2, 3],
+                "latest_checkpoint_result": results[-1]}
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps(snapshot))
+    assert prune_finished_run(run, "export") == 500
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_manager_snapshot.json", "export"]
+    after = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    # Ray Train's restore asserts that every listed checkpoint exists and pairs results with report indices
+    assert [r["checkpoint_dir_name"] for r in after["checkpoint_results"]] == ["export"]
+    assert after["checkpoint_report_indices"] == [3] and after["latest_checkpoint_result"] == results[-1]
+    assert prune_finished_run(run, "export") == 0 and prune_finished_run(tmp_path / "absent", "export") == 0
+
+
 def _kill_a_worker_after_the_first_checkpoint(storage, stop: threading.Event, killed: list) -> None:
     """SIGKILL a Ray Train worker process of this test's own cluster (a descendant of this process: its raylet
     forked it; never a process of anyone else on the machine) once Ray Train has registered a checkpoint (listed
@@ -288,6 +307,10 @@ def test_a_killed_worker_resumes_from_the_checkpoint_step(ray_cluster, tiny_qwen
     start = resumed[0]["resumed_from_step"]
     assert start % 4 == 0 and resumed[0]["step"] > start  # continues after the checkpoint's step, not from 0
     assert summary["steps"] == 48 and log[-1]["step"] == 48
+    # the finished run keeps its last checkpoint (the export, hard-linked into models/) and no DeepSpeed states
+    run_path = Path(summary["run"])
+    assert not list(run_path.glob("step-*")) and (run_path / "export").is_dir()
+    assert (Path(summary["output_dir"]) / "config.json").stat().st_nlink == 2
     # the scheduler's state came back too: every step, before and after the restart, has its scheduled rate
     schedule = lr_lambda(48, 0, "linear")
     assert all(r["lr"] == pytest.approx(3e-3 * schedule(r["step"])) for r in log)

@@ -141,7 +141,10 @@ class TrainConfig(_Section):
     use_gpu: bool | None = Field(None, description="default: when the cluster has GPUs")
     cpus_per_worker: int = Field(1, ge=1)
     checkpoint_every: int = Field(50, gt=0, description="optimizer steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept while a run trains")
+    keep_finished_checkpoints: bool = Field(False, description="keep a finished run's intermediate DeepSpeed "
+                                            "checkpoints (optimizer states, 4x the model each); by default only "
+                                            "its last checkpoint, the export, stays in storage_path")
     max_failures: int = Field(3, ge=0, description="worker failures survived by resuming from the last checkpoint")
     log_every: int = Field(10, gt=0, description="optimizer steps between metric reports")
     peak_tflops: float | None = Field(None, gt=0, description="per-device peak for the MFU estimate; known GPUs "

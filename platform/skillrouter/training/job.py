@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -54,7 +55,8 @@ def resolve_deepspeed(path: str | Path, t: TrainConfig, use_gpu: bool) -> dict:
 
 
 # settings that change how fast a model trains, not what it learns: changing them does not retrain it
-EXECUTION_ONLY = {"output_dir", "storage_path", "log_every", "packing", "compile", "checkpoint_share", "windows"}
+EXECUTION_ONLY = {"output_dir", "storage_path", "log_every", "packing", "compile", "checkpoint_share", "windows",
+                  "keep_finished_checkpoints"}
 
 
 def fingerprint(kind: str, t: TrainConfig, groups: pa.Table, skills: Sequence[Skill], seed: int) -> str:
@@ -142,7 +144,8 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     fp = fingerprint(kind, t, groups, skills, config.seed)
     summary = up_to_date_export(out_dir, fp)
     if summary is not None:
-        log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); delete it to train again")
+        log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); --rerun {kind} or deleting it trains "
+            "again")
         return {**summary, "output_dir": str(out_dir), "skipped": True}
 
     ensure_ray()
@@ -202,7 +205,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    result.checkpoint.to_directory(str(staging))
+    _export_copy(result.checkpoint, staging)
     info = json.loads((staging / EXPORT_INFO).read_text())  # the worker wrote it: its absence is an error
     reports = [row for row in map(json.loads, log_path.read_text().splitlines()) if row.get("run") == fp]
     info["final"] = reports[-1]  # all workers merged (the worker's own figure covers rank 0 only)
@@ -212,7 +215,52 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)  # the export appears whole or not at all
+    if not t.keep_finished_checkpoints:
+        freed = prune_finished_run(Path(result.path), Path(result.checkpoint.path).name)
+        if freed:
+            log(f"{kind}: removed {freed / 2**20:,.0f} MB of intermediate checkpoints of the finished run "
+                f"(train.keep_finished_checkpoints=true keeps them)")
     return {**info, "output_dir": str(out_dir), "skipped": False}
+
+
+def _export_copy(checkpoint, staging: Path) -> None:
+    """The final checkpoint (the worker's export) copied to `staging`: hard links when it lies on this machine's
+    file system (no second copy on disk), else Ray's download."""
+    source = Path(checkpoint.path)
+    if checkpoint.filesystem.type_name == "local" and source.is_dir():
+        try:
+            shutil.copytree(source, staging, copy_function=os.link)
+            return
+        except OSError:  # another file system: copy instead
+            shutil.rmtree(staging, ignore_errors=True)
+    checkpoint.to_directory(str(staging))
+
+
+def prune_finished_run(run_path: Path, last: str) -> int:
+    """Delete the intermediate checkpoints (DeepSpeed step folders with optimizer states) of a finished Ray Train
+    run, keeping its last checkpoint `last` (what a resume restores: the final export); returns the bytes freed.
+    Ray Train's snapshot drops them too: its restore asserts that every listed checkpoint exists."""
+    if not run_path.is_dir():
+        return 0
+    freed = 0
+    gone = set()
+    for step in run_path.glob("step-*"):
+        if step.is_dir() and step.name != last:
+            freed += sum(f.stat().st_size for f in step.rglob("*") if f.is_file())
+            shutil.rmtree(step)
+            gone.add(step.name)
+    snapshot = run_path / "checkpoint_manager_snapshot.json"
+    if gone and snapshot.exists():
+        data = json.loads(snapshot.read_text())
+        results, indices = data.get("checkpoint_results"), data.get("checkpoint_report_indices")
+        if isinstance(results, list) and isinstance(indices, list) and len(results) == len(indices):
+            kept = [(r, i) for r, i in zip(results, indices) if r.get("checkpoint_dir_name") not in gone]
+            data["checkpoint_results"] = [r for r, _ in kept]
+            data["checkpoint_report_indices"] = [i for _, i in kept]
+            tmp = snapshot.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(snapshot)
+    return freed
 
 
 def print_training_summary(summaries: Sequence[dict], log=print) -> None:
