@@ -1,7 +1,10 @@
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import pool_rows, write_jsonl
 from skillrouter.cli import main
@@ -79,3 +82,25 @@ def test_generate_queries_dry_run_and_missing_prompt(tmp_path, capsys, monkeypat
     assert not (tmp_path / "queries" / "queries.parquet").exists()
     assert main([*args, "querygen.prompt_file=nowhere.yaml"]) == 2
     assert "querygen.prompt_file: no such file 'nowhere.yaml'" in capsys.readouterr().err
+
+
+def test_every_help_is_whole_and_names_every_command_and_stage(capsys):
+    from skillrouter.cli import build_parser
+    from skillrouter.pipeline.run import STAGES
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert ".venv/bin/skillrouter" in top and 'make run ARGS="..."' in top
+    for name in commands:
+        assert f"    {name}" in top, name  # listed with its one-line help
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert text.startswith("usage: skillrouter " + name) and "--config" in text
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--help"])
+    pipeline = " ".join(capsys.readouterr().out.split())
+    assert "stages, in order: " + ", ".join(STAGES) + "." in pipeline

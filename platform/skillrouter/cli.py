@@ -1,8 +1,11 @@
-"""`skillrouter` command line: ingest, route, eval, report, ablations, export-devset, synth, generate-queries, mine,
-index, serve, pipeline, systems.
+"""skillrouter: route a request to the right agent skill; ingest, train, index, serve and evaluate the models.
 
-Every command takes `--config FILE` (a profile in configs/) and trailing `key=value` overrides, e.g.
-`skillrouter pipeline --config configs/minilm.yaml eval.top_k=20 corpus.strict=true`.
+The command is installed in the project's virtualenv: `.venv/bin/skillrouter` (or `source .venv/bin/activate`
+first); `make run ARGS="..."` passes ARGS to `skillrouter pipeline --config configs/minilm.yaml`.
+
+Every command takes `--config FILE` (a profile in configs/) and `key=value` overrides anywhere on the line, e.g.
+`skillrouter pipeline --config configs/minilm.yaml eval.top_k=20 corpus.strict=true`. `skillrouter COMMAND --help`
+describes one command.
 """
 
 from __future__ import annotations
@@ -183,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     groups_path = Path(args.groups or Path(config.run_dir) / "mined" / GROUPS_FILE)
     if not groups_path.exists():
         raise ValueError(f"no training groups at {groups_path}: run `skillrouter mine` first or pass --groups")
-    summary = run_training(args.kind, _corpus(config, args.corpus), pq.read_table(groups_path), config)
+    summary = run_training(args.kind, _corpus(config, args.corpus), pq.read_table(groups_path), config,
+                           force=args.rerun)
     print_training_summary([summary])
     return 0
 
@@ -254,8 +258,9 @@ def cmd_systems(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skillrouter", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="skillrouter", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
@@ -329,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["encoder", "reranker"])
     p.add_argument("--corpus", help="skills (default: the run directory's corpus, else corpus.sources)")
     p.add_argument("--groups", help="groups.parquet (default: RUN_DIR/mined/groups.parquet)")
+    p.add_argument("--rerun", action="store_true", help="train again from the initial weights even when the "
+                                                        "export is up to date (else: resume, or nothing to do)")
 
     p = add("index", cmd_index, "build the Milvus skill index (a new verified version), sync it by content hash, "
                                 "or describe it")
@@ -342,14 +349,29 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "answers and stop")
     p.add_argument("--top-k", type=int, default=3, help="skills per answer with --smoke")
 
-    p = add("pipeline", cmd_pipeline, "run the main job from a profile: ingest, queries, mining, encoder, reranker, "
-                                      "index, serve, eval")
+    p = add("pipeline", cmd_pipeline, "run the main job from a profile, every stage in order (`make run`)")
+    _stages_in_help(p)
     p.add_argument("--skip", default="", metavar="STAGES", help="comma-separated stages to skip (their outputs from "
                                                                 "an earlier run are used as they are)")
     p.add_argument("--rerun", default="", metavar="STAGES", help="comma-separated stages to run even when their "
                                                                  "inputs are unchanged")
     add("systems", cmd_systems, "list the named retrieval systems")
     return parser
+
+
+def _stages_in_help(parser: argparse.ArgumentParser) -> None:
+    """List the pipeline's stages in its --help, read from the pipeline itself when help is asked for (importing
+    it on every command would cost seconds of start-up)."""
+    plain = parser.format_help
+
+    def format_help() -> str:
+        from skillrouter.pipeline.run import STAGES
+
+        parser.epilog = (f"stages, in order: {', '.join(STAGES)}. A stage whose inputs are unchanged since its last "
+                         "run is not run again (--rerun STAGE runs it again); training resumes from its last "
+                         "checkpoint.")
+        return plain()
+    parser.format_help = format_help
 
 
 def main(argv: list[str] | None = None) -> int:

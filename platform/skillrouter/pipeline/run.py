@@ -148,7 +148,8 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
     for kind in KINDS:  # training skips a finished run by itself (its run name is a fingerprint of its inputs)
         stages.run(kind, f"train the {kind} (Ray Train + DeepSpeed) -> {out[kind]}",
                    lambda kind=kind: trained.append(
-                       run_training(kind, skills, pq.read_table(out["groups"]), config, log=indent)))
+                       run_training(kind, skills, pq.read_table(out["groups"]), config, log=indent,
+                                    force=kind in stages.rerun)))
     if trained:
         print_training_summary(trained, indent)
 

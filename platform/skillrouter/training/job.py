@@ -127,8 +127,9 @@ def is_up_to_date(kind: str, skills: Sequence[Skill], groups: pa.Table, config: 
 
 
 def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
-                 log=print) -> dict:
-    """Fine-tune the `kind` model of `config` on mined `groups`; returns a summary with the export path."""
+                 log=print, force: bool = False) -> dict:
+    """Fine-tune the `kind` model of `config` on mined `groups`; returns a summary with the export path. `force`
+    trains from the initial weights again even when the export is up to date (`--rerun KIND`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -142,10 +143,11 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     storage = t.storage_path or str((run_dir / "train").resolve())
     groups = sample_groups(groups, t.max_groups, config.seed)
     fp = fingerprint(kind, t, groups, skills, config.seed)
-    summary = up_to_date_export(out_dir, fp)
+    summary = None if force else up_to_date_export(out_dir, fp)
+    if force and "://" not in storage:  # the same run name would restore its final checkpoint: start afresh
+        shutil.rmtree(Path(storage) / f"{kind}-{fp}", ignore_errors=True)
     if summary is not None:
-        log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); --rerun {kind} or deleting it trains "
-            "again")
+        log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); --rerun {kind} trains it again")
         return {**summary, "output_dir": str(out_dir), "skipped": True}
 
     ensure_ray()
