@@ -168,3 +168,58 @@ def test_hybrid_system_fuses_minilm_and_bm25(eval_core_dir):
     assert get_system("hybrid:finetuned+reranker").name == "hybrid:finetuned+reranker"
     with pytest.raises(ValueError, match="hybrid fuses a dense system"):
         get_system("hybrid:bm25")
+
+
+def _tied_benchmark():
+    """Ten skills, each followed in the pool by two look-alikes with its name and description and another body;
+    each task asks for the original in words of its name."""
+    from skillrouter.corpus.skill import Skill
+    from skillrouter.evaluation.benchmark import Benchmark, Task
+
+    topics = ["pdf merge", "excel chart", "git rebase", "docker image", "dns lookup", "cron schedule",
+              "kafka consumer", "redis cache", "nginx proxy", "terraform plan"]
+    skills, tasks = [], []
+    for i, topic in enumerate(topics):
+        name, description = topic.replace(" ", "-"), f"Help with {topic} work."
+        skills += [Skill(f"s{i}", name, description, f"The real steps for {topic}, version {j}.") if j == 0 else
+                   Skill(f"s{i}~lookalike-{j}", name, description, f"Broken steps {j} for {topic}.")
+                   for j in range(3)]
+        tasks.append(Task(f"t{i}", f"{topic} please", (f"s{i}",), {f"s{i}": 2.0}, "single"))
+    return Benchmark("tied", tasks, skills)
+
+
+def test_ties_fall_in_a_seeded_random_order_not_the_pools(monkeypatch):
+    import numpy as np
+
+    import skillrouter.retrieval.systems as systems
+    from skillrouter.config import PipelineConfig
+
+    bench = _tied_benchmark()  # every original comes before its look-alikes: pool order would win each tie
+    hits = [evaluate_system("bm25-nd", bench, PipelineConfig.model_validate({"eval": {"tie_seed": seed}}))
+            .metrics["all"]["Hit@1"] for seed in range(5)]
+    assert all(h < 0.8 for h in hits) and 0.15 < np.mean(hits) < 0.55  # a third of ties, not all of them
+
+    class Constant:  # a system that scores every skill the same
+        def __init__(self, skills):
+            self.n = len(skills)
+
+        def search(self, queries, k):
+            return np.tile(np.arange(k), (len(queries), 1)), np.zeros((len(queries), k))
+
+    monkeypatch.setitem(systems.SYSTEMS, "constant", systems.System("constant", "ties", lambda s, c: Constant(s)))
+    result = evaluate_system("constant", bench)
+    assert result.metrics["all"]["Hit@1"] <= 0.1  # one task at most: chance, not the pool's order
+    assert result.provenance["tie_seed"] == 0
+
+
+def test_fused_rerank_order_moves_from_the_first_stage_to_the_reranker():
+    from skillrouter.retrieval.rerank import rerank_order
+
+    hits = [("a", 9.0), ("b", 8.0), ("c", 7.0), ("d", 1.0), ("tail", 0.5)]  # first stage, best first
+    reranker = {"a": 0.0, "b": 0.1, "c": 3.0, "d": 0.2}  # sure of c, nearly flat on the others
+    ids = [[h[0] for h in rerank_order(hits, reranker, 4, w)] for w in (0.0, 0.1, 0.5, 1.0)]
+    assert ids[0] == ids[1] == ["a", "b", "c", "d", "tail"]  # weight 0 (and near it): the first stage's order
+    assert ids[3] == ["c", "d", "b", "a", "tail"]  # weight 1: the reranker alone (the paper's)
+    assert ids[2] == ["c", "a", "b", "d", "tail"]  # in between: its confident pick rises, its noise does not
+    flat = {"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5}  # ties keep the first stage's order, at every weight
+    assert all([h[0] for h in rerank_order(hits, flat, 4, w)] == ["a", "b", "c", "d", "tail"] for w in (0.0, 0.5, 1.0))

@@ -62,7 +62,7 @@ def test_generations_reload_on_publish_and_keep_serving_on_failure(tmp_path):
 
 
 def test_rerank_order_keeps_the_first_stage_tail():
-    from skillrouter.serving.deployments import rerank_order
+    from skillrouter.retrieval.rerank import rerank_order
 
     hits = [(s, 1.0, s, "", None) for s in "abcde"]
     ordered = rerank_order(hits, {"a": 0.1, "b": 0.9, "c": 0.5}, retrieve_k=4)

@@ -191,6 +191,9 @@ class EvalConfig(_Section):
     distractors: list[str] = Field(default_factory=list, description="extra unlabelled skills for the pool")
     systems: list[str] = Field(default_factory=lambda: ["bm25", "bm25-nd"])
     top_k: int = Field(50, ge=1, le=1000, description="predictions kept per task")
+    tie_seed: int = Field(0, description="seed of the random order the pool is ranked in, so that skills a system "
+                          "scores the same come out in no favoured order (neither the pool's nor the ids'); "
+                          "recorded in each result's provenance")
 
 
 class IndexConfig(_Section):

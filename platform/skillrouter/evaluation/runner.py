@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from skillrouter.common.tables import format_table
 from skillrouter.config import PipelineConfig
+from skillrouter.corpus.skill import Skill
 from skillrouter.evaluation.benchmark import Benchmark, Task, benchmark_version
 from skillrouter.evaluation.metrics import SUBSETS, aggregate, task_metrics
 from skillrouter.retrieval.router import Router
@@ -51,7 +54,8 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
                 "dense_max_length": config.mining.encoder_max_length, "encoder_max_length": config.encoder.max_length,
                 "reranker_max_length": config.reranker.max_length,
                 "windows": [config.mining.encoder_windows, config.encoder.windows, config.reranker.windows]}
-    out = {"benchmark": benchmark_version(bench), "models": models, "top_k": top_k, "settings": settings}
+    out = {"benchmark": benchmark_version(bench), "models": models, "top_k": top_k, "settings": settings,
+           "tie_seed": config.eval.tie_seed}
     named = {model: model_version(model) for model in named_models(system)}
     if named:  # only then: the saved results of the profile's own systems keep their provenance
         out["named_models"] = named
@@ -73,13 +77,21 @@ def hit_curve(predictions: dict[str, list[str]], tasks: Sequence[Task], max_k: i
     return out
 
 
+def tie_order(skills: Sequence[Skill], seed: int) -> list[Skill]:
+    """The pool in a seeded random order. Every first stage breaks a tie by pool position (a stable sort), so
+    this makes ties fall at random: a look-alike that shares a skill's name and description ties with it under a
+    metadata-only system, and in the benchmark's own order the labelled skill would win every such tie."""
+    order = np.random.default_rng(seed).permutation(len(skills))
+    return [skills[i] for i in order]
+
+
 def evaluate_system(system: str, bench: Benchmark, config: PipelineConfig | None = None,
-                    top_k: int | None = None, router: Router | None = None) -> EvalResult:
-    """Route every task's request with `system` over the benchmark's pool and score the rankings."""
+                    top_k: int | None = None) -> EvalResult:
+    """Route every task's request with `system` over the benchmark's pool (in `tie_order`) and score the rankings."""
     config = config or PipelineConfig()
     top_k = top_k or config.eval.top_k
     started = time.perf_counter()
-    router = router or Router(bench.skills, system, config)
+    router = Router(tie_order(bench.skills, config.eval.tie_seed), system, config)
     routes = router.route_batch([t.query for t in bench.tasks], min(top_k, len(bench.skills)))
     predictions = {t.task_id: [r.skill_id for r in ranked] for t, ranked in zip(bench.tasks, routes)}
     per_task = {t.task_id: task_metrics(predictions[t.task_id], set(t.gt_skill_ids), t.relevance)

@@ -1,9 +1,17 @@
 """The second stage: a cross-encoder's scores for a first stage's head, and the final order serving and the
-evaluation both give. No torch here: the reranker is passed in."""
+evaluation both give. No torch here: the reranker is passed in.
+
+The order is the reranker's alone (`weight` 1, the paper's), or a weighted sum of both stages' scores, each
+standardised over the head (z-scores: BM25, cosine and a reranker's logits live on different scales): a weight fitted
+on held-out queries (`evaluation.fusion.fit_rerank_weight`) lets a reranker that knows less than its first stage
+refine it instead of overturning it, and weight 0 is the first stage's own order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 from skillrouter.corpus.skill import Skill
 
@@ -15,12 +23,28 @@ def rerank_scores(reranker, items: Sequence[tuple[str, Sequence[Skill]]]) -> lis
     return [{s.id: float(x) for s, x in zip(skills, t.tolist())} for (_, skills), t in zip(items, scored)]
 
 
-def rerank_order(hits: list[tuple], scores: dict[str, float], retrieve_k: int) -> list[tuple]:
-    """The reranked head (best score first; a tie keeps the first stage's order), then head candidates the
-    reranker could not score, then the first stage's tail in its own order. `hits` are tuples whose first item
-    is the skill id."""
+def standardised(values: Sequence[float]) -> np.ndarray:
+    """(x - mean) / std over one query's head; all zeros when every value is the same."""
+    x = np.asarray(values, dtype=np.float64)
+    std = x.std() if len(x) else 0.0
+    return (x - x.mean()) / std if std > 0 else np.zeros_like(x)
+
+
+def fused(first: Sequence[float], rerank: Sequence[float], weight: float) -> np.ndarray:
+    """`weight` * z(rerank) + (1 - `weight`) * z(first), over one query's head."""
+    return weight * standardised(rerank) + (1.0 - weight) * standardised(first)
+
+
+def rerank_order(hits: list[tuple], scores: dict[str, float], retrieve_k: int, weight: float = 1.0) -> list[tuple]:
+    """The reranked head (best first by the reranker's score, or with `weight` < 1 by the fused score; a tie
+    keeps the first stage's order), then head candidates the reranker could not score, then the first stage's tail
+    in its own order. `hits` are tuples (skill id, first-stage score, ...), best first."""
     if not scores:
         return list(hits)
     head, tail = hits[:retrieve_k], hits[retrieve_k:]
-    scored = sorted((h for h in head if h[0] in scores), key=lambda h: -scores[h[0]])
-    return scored + [h for h in head if h[0] not in scores] + tail
+    scored = [h for h in head if h[0] in scores]
+    keys = [scores[h[0]] for h in scored]
+    if weight < 1.0:
+        keys = fused([h[1] for h in scored], keys, weight).tolist()
+    order = sorted(range(len(scored)), key=lambda i: -keys[i])  # stable: the first stage breaks ties
+    return [scored[i] for i in order] + [h for h in head if h[0] not in scores] + tail

@@ -13,7 +13,9 @@ a local path; `hybrid:SYSTEM` fuses any dense system with `bm25` (`hybrid:finetu
 
 Any of them followed by `+reranker` (the profile's trained reranker) or `+rerank:MODEL` is retrieve-then-rerank:
 the first stage's top `routing.retrieve_k` (20, as in the paper) are rescored by the cross-encoder over the full
-skill text; the rest of the first stage's ranking follows them.
+skill text; the rest of the first stage's ranking follows them. `+reranker@W` (or `+rerank:MODEL@W`) orders the
+head by W x the reranker's standardised score + (1 - W) x the first stage's (`retrieval.rerank`); the main job fits
+W on held-out queries and serves the result only when it beats the first stage alone.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from skillrouter.retrieval.bm25 import build_bm25
 from skillrouter.retrieval.dense import VectorSearch
 from skillrouter.retrieval.filters import Catalogue
 from skillrouter.retrieval.first_stage import FirstStage, RetrieveQuery
-from skillrouter.retrieval.rerank import rerank_order, rerank_scores
+from skillrouter.retrieval.rerank import fused, rerank_order, rerank_scores
 
 if TYPE_CHECKING:
     from skillrouter.models.encoder import EncoderSpec
@@ -144,27 +146,48 @@ class RerankRetriever:
     """A first stage's top `retrieve_k` rescored by a cross-encoder, in serving's order (`rerank_order`): the
     reranked head, then the first stage's tail, scored below every reranked skill."""
 
-    def __init__(self, first: Retriever, skills: Sequence[Skill], spec, retrieve_k: int):
+    def __init__(self, first: Retriever, skills: Sequence[Skill], spec, retrieve_k: int, weight: float = 1.0):
         from skillrouter.models.reranker import Reranker
 
-        self.first, self.skills, self.retrieve_k = first, list(skills), retrieve_k
+        self.first, self.skills, self.retrieve_k, self.weight = first, list(skills), retrieve_k, weight
         self.reranker = Reranker.load(spec)
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        indices, _ = self.first.search(queries, max(k, self.retrieve_k))
+        indices, first_scores = self.first.search(queries, max(k, self.retrieve_k))
         heads = [[self.skills[i] for i in row[: self.retrieve_k]] for row in indices]
         scored = rerank_scores(self.reranker, list(zip(queries, heads)))
         out_idx, out_scores = [], []
-        for row, scores in zip(indices, scored):
-            ordered = rerank_order([(self.skills[i].id, i) for i in row], scores, self.retrieve_k)[:k]
+        for row, row_scores, scores in zip(indices, first_scores, scored):
+            hits = [(self.skills[i].id, float(x), i) for i, x in zip(row, row_scores)]
+            ordered = rerank_order(hits, scores, self.retrieve_k, self.weight)[:k]
+            if self.weight < 1.0:  # the scores the head was ordered by
+                head = [h for h in hits[: self.retrieve_k] if h[0] in scores]
+                scores = dict(zip((h[0] for h in head), fused([h[1] for h in head], [scores[h[0]] for h in head],
+                                                              self.weight).tolist()))
             floor = min(scores.values(), default=0.0) - 1.0
-            out_idx.append([i for _, i in ordered])
+            out_idx.append([i for *_, i in ordered])
             # the tail keeps its first-stage order below every reranked score
-            out_scores.append([scores[s] if s in scores else floor - j for j, (s, _) in enumerate(ordered)])
+            out_scores.append([scores[s] if s in scores else floor - j for j, (s, *_) in enumerate(ordered)])
         return np.array(out_idx, dtype=np.int64), np.array(out_scores, dtype=np.float64)
 
 
-def _reranked(first: System, model: str | None) -> System:
+def rerank_weight(second: str) -> tuple[str, float]:
+    """`reranker@0.3` -> (`reranker`, 0.3): a second stage and its fusion weight (1 without `@`: the paper's order,
+    the reranker's scores alone)."""
+    stage, at, weight = second.rpartition("@")
+    if not at:
+        return second, 1.0
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"'{second}': the weight after @ is a number from 0 (the first stage's order) to 1 "
+                         "(the reranker's)")
+    return stage, value
+
+
+def _reranked(first: System, model: str | None, weight: float = 1.0) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
         from skillrouter.models.reranker import RerankerSpec
 
@@ -172,10 +195,12 @@ def _reranked(first: System, model: str | None) -> System:
         info = export_info(path)
         spec = RerankerSpec(path, info.get("max_length") or config.reranker.max_length,
                             windows=info.get("windows") or config.reranker.windows)
-        return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k)
+        return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k, weight)
     what = model or "the profile's trained reranker"
-    return System(f"{first.name}+{'rerank:' + model if model else 'reranker'}",
-                  f"{first.description}, top-k reranked by {what}", build)
+    fusion = f"@{weight:g}" if weight < 1.0 else ""
+    how = f", fused with the first stage's scores at weight {weight:g}" if fusion else ""
+    return System(f"{first.name}+{'rerank:' + model if model else 'reranker'}{fusion}",
+                  f"{first.description}, top-k reranked by {what}{how}", build)
 
 
 def _hybrid(dense: System) -> System:
@@ -209,7 +234,7 @@ def trained_kinds(name: str) -> set[str]:
     `reranker` for `+reranker` (a `dense:PATH` or `+rerank:PATH` names its model itself)."""
     first, plus, second = name.partition("+")
     kinds = {"encoder"} if first.removeprefix("hybrid:") in ("finetuned", "finetuned-nd") else set()
-    return kinds | ({"reranker"} if plus and second == "reranker" else set())
+    return kinds | ({"reranker"} if plus and rerank_weight(second)[0] == "reranker" else set())
 
 
 def named_models(name: str) -> list[str]:
@@ -221,14 +246,17 @@ def named_models(name: str) -> list[str]:
     return dense + ([second.removeprefix("rerank:")] if second.startswith("rerank:") else [])
 
 
+    second = rerank_weight(second)[0] if second else second
 def get_system(name: str) -> System:
     first, plus, second = name.partition("+")
     if plus:
         if second == "reranker":
-            return _reranked(get_system(first), None)
+            return _reranked(get_system(first), None, weight)
         if second.startswith("rerank:") and len(second) > len("rerank:"):
-            return _reranked(get_system(first), second.removeprefix("rerank:"))
-        raise ValueError(f"unknown second stage '{second}' in '{name}': use +reranker or +rerank:MODEL")
+        second, weight = rerank_weight(second)
+            return _reranked(get_system(first), second.removeprefix("rerank:"), weight)
+        raise ValueError(f"unknown second stage '{second}' in '{name}': use +reranker or +rerank:MODEL, "
+                         "optionally followed by @WEIGHT")
     if name.startswith("hybrid:") and len(name) > len("hybrid:"):
         dense = get_system(name.removeprefix("hybrid:"))
         if dense.dense is None:
