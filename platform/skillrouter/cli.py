@@ -21,7 +21,6 @@ from skillrouter.corpus.ingest import IngestError, ingest, read_skills
 from skillrouter.corpus.readers import UnsupportedSource
 from skillrouter.evaluation.benchmark import BenchmarkError, add_distractors, export_eval_core, load_benchmark
 from skillrouter.index.store import SkillIndexError
-from skillrouter.querygen.client import JobFailed
 from skillrouter.retrieval.systems import SYSTEMS
 
 
@@ -43,11 +42,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from skillrouter.pipeline.run import routes_table
-    from skillrouter.retrieval.router import Router
+    from skillrouter.retrieval.router import Router, routes_table
 
     config = _config(args)
-    skills = read_skills(args.corpus, config.corpus.max_skill_chars)
+    skills = _corpus(config, args.corpus)
     routes = Router(skills, args.system or config.routing.system, config).route(args.query, args.top_k)
     if args.json:
         print(json.dumps([r.__dict__ for r in routes], indent=2, ensure_ascii=False))
@@ -217,7 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         config.serving.port = args.port
     if args.smoke:
-        queries = config.examples or ["merge these PDF files into one"]
+        queries = [e.query for e in config.examples] or ["merge these PDF files into one"]
         for query, answer in zip(queries, serve_and_route(config, queries, top_k=args.top_k, port=args.port or 0)):
             t = answer["timings_ms"]
             print(f"\n> {query}\n  first stage {answer['first_stage']}, reranked {answer['reranked']}, "
@@ -279,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--system", help=f"one of: {', '.join(SYSTEMS)} (default: routing.system)")
-    p.add_argument("--corpus", default="bundled", help="ingested directory, any source, or 'bundled'")
+    p.add_argument("--corpus", help="ingested directory, any source, or 'bundled' (default: the run directory's "
+                                    "corpus, else corpus.sources)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = add("eval", cmd_eval, "evaluate systems on an eval_core benchmark")
@@ -374,6 +373,14 @@ def _stages_in_help(parser: argparse.ArgumentParser) -> None:
     parser.format_help = format_help
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What a command reports as `error: ...` (exit 2) rather than a traceback; imported only then (the LLM
+    client's module costs a second of every command's start-up)."""
+    from skillrouter.querygen.client import JobFailed
+
+    return ConfigError, IngestError, BenchmarkError, UnsupportedSource, ValueError, JobFailed, SkillIndexError
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load weight reports in job output
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -384,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = overrides
     try:
         return args.fn(args)
-    except (ConfigError, IngestError, BenchmarkError, UnsupportedSource, ValueError, JobFailed,
-            SkillIndexError) as err:
+    except _user_errors() as err:  # evaluated only when something is raised
         print(f"skillrouter {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -187,9 +187,10 @@ class Encoder(EncoderInputs):
         return mean_rows(self.encode(texts, batch_size), owner, len(skills))
 
 
-def skill_texts(skills: Sequence[Skill], spec: EncoderSpec) -> tuple[list[str], np.ndarray]:
+def skill_texts(skills: Sequence[Skill], spec: EncoderSpec,
+                fields: SkillText = "full") -> tuple[list[str], np.ndarray]:
     """`EncoderInputs.skill_texts` for callers that embed elsewhere (Ray Data actors, a serving replica): only a
-    windowed spec loads the tokenizer."""
-    if spec.windows == 1:
-        return [EncoderInputs.format_skill(s) for s in skills], np.arange(len(skills))
+    windowed spec over the full text loads the tokenizer."""
+    if spec.windows == 1 or fields != "full":
+        return [EncoderInputs.format_skill(s, fields) for s in skills], np.arange(len(skills))
     return EncoderInputs.from_spec(spec).skill_texts(skills)

@@ -30,16 +30,9 @@ from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
 from skillrouter.models.loading import model_version
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
 from skillrouter.retrieval.categories import load_categories
-from skillrouter.retrieval.router import Route
 from skillrouter.training.job import KINDS, print_training_summary, run_training
 
 STAGES = ("ingest", "queries", "mining", *KINDS, "index", "serve", "eval", "report")
-
-
-def routes_table(routes: list[Route], width: int = 60) -> str:
-    return format_table(["rank", "skill", "score", "description"],
-                        [[r.rank, r.skill_id, r.score, shorten(r.description, width)] for r in routes],
-                        floatfmt=".2f")
 
 
 def answer_table(answer: dict, width: int = 56) -> str:

@@ -10,77 +10,122 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from skillrouter.common.raycluster import ensure_ray
-from skillrouter.corpus.skill import Skill, corpus_version
+from skillrouter.config import PipelineConfig
+from skillrouter.corpus.skill import Skill, SkillText, corpus_version
 from skillrouter.models.encoder import Encoder, EncoderSpec, skill_texts
 from skillrouter.models.loading import model_version
 from skillrouter.models.windows import mean_rows
 
+IN_PROCESS_MAX = 5000  # skills a caller may embed in its own process; more go through a Ray Data actor pool
 
-def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]) -> Path:
+
+def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill], fields: SkillText = "full") -> Path:
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.model.strip("/"))[-60:]
     spec_hash = hashlib.sha256((spec.cache_key() + model_version(spec.model)).encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"{model}-{spec_hash}" / f"{corpus_version(skills)}.npy"
+    suffix = "" if fields == "full" else f"-{fields}"  # keys written before fields existed stay valid
+    return Path(cache_dir) / f"{model}-{spec_hash}" / f"{corpus_version(skills)}{suffix}.npy"
+
+
+SKILL_COLUMNS = ("id", "name", "description", "body", "category")
 
 
 class EmbedWorker:
-    """Ray Data actor: one encoder per actor; embeds a batch of (idx, text) rows."""
+    """Ray Data actor: one encoder per actor; embeds a batch of skills (their windows too, cut here rather than in
+    the driver) into one unit row per skill."""
 
-    def __init__(self, spec: EncoderSpec, batch_size: int, max_batch_tokens: int | None, compile: bool):
+    def __init__(self, spec: EncoderSpec, batch_size: int, max_batch_tokens: int | None, compile: bool,
+                 fields: SkillText = "full"):
         self.encoder = Encoder.load(spec, compile=compile)
-        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        self.batch_size, self.max_batch_tokens, self.fields = batch_size, max_batch_tokens, fields
 
     def __call__(self, batch: dict) -> dict:
-        texts = list(batch["text"])
-        emb = self.encoder.encode(texts, self.batch_size, self.max_batch_tokens)
-        return {"idx": batch["idx"], "embedding": list(emb)}
+        skills = [Skill(*row) for row in zip(*(batch[c] for c in SKILL_COLUMNS))]
+        texts, owner = self.encoder.skill_texts(skills, self.fields)
+        emb = mean_rows(self.encoder.encode(texts, self.batch_size, self.max_batch_tokens), owner, len(skills))
+        return {"idx": batch["idx"], "embedding": emb}
 
 
-def embed_texts(texts: Sequence[str], spec: EncoderSpec, *, actors: int = 1, batch_size: int = 64,
-                max_batch_tokens: int | None = None, compile: bool = False,
-                use_gpu: bool | None = None) -> np.ndarray:
-    """Embed `texts` through a Ray Data actor pool, longest first; rows come back in input order."""
+def pool_size(actors: int | None, use_gpu: bool) -> tuple[int, float]:
+    """(actors, CPUs per actor): `actors` as given, one CPU each (a GPU each on a GPU cluster); None: every GPU,
+    else the cluster's CPUs shared by up to 4 actors (each actor's torch uses the threads of its CPUs)."""
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if actors is not None:
+        return actors, 1
+    if use_gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 1))), 1
+    actors = min(cpus, 4)
+    return actors, cpus // actors
+
+
+def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText = "full", actors: int | None = None,
+               batch_size: int = 64, max_batch_tokens: int | None = None, compile: bool = False,
+               use_gpu: bool | None = None, progress: bool = True) -> np.ndarray:
+    """One unit row per skill, in input order, from a Ray Data actor pool fed the longest skills first (`pool_size`
+    actors; Ray Data's progress bar on stderr unless `progress` is false)."""
+    import pyarrow as pa
     import ray
 
     ensure_ray()
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    ds = ray.data.from_items([{"idx": int(i), "text": texts[i]} for i in order])
-    kwargs = {"spec": spec, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "compile": compile}
-    ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs=kwargs,
-                        batch_size=batch_size * 4, compute=ray.data.ActorPoolStrategy(size=actors),
-                        num_gpus=1 if use_gpu else 0)
+    actors, cpus = pool_size(actors, use_gpu)
+    order = np.argsort([-len(s.body) for s in skills], kind="stable")
+    table = pa.table({"idx": pa.array(order, pa.int64()),
+                      **{c: [getattr(skills[i], c) for i in order] for c in SKILL_COLUMNS}})
+    rows = batch_size * 4  # one block per actor call, so that every actor of the pool gets work
+    ds = ray.data.from_arrow([table.slice(i, rows) for i in range(0, len(table), rows)])
+    kwargs = {"spec": spec, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "compile": compile,
+              "fields": fields}
+    ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs=kwargs, batch_size=rows,
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
+                        num_cpus=cpus)
+    ctx = ray.data.DataContext.get_current()
+    shown = ctx.enable_progress_bars
+    ctx.enable_progress_bars = progress
     out: np.ndarray | None = None
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        emb = np.stack(batch["embedding"]).astype(np.float32)
-        if out is None:
-            out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
-        out[batch["idx"]] = emb
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            emb = np.asarray(batch["embedding"], dtype=np.float32)
+            if out is None:
+                out = np.empty((len(skills), emb.shape[1]), dtype=np.float32)
+            out[batch["idx"]] = emb
+    finally:
+        ctx.enable_progress_bars = shown
     return out
 
 
-def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Path, *, actors: int = 1,
-                 batch_size: int = 64, max_batch_tokens: int | None = None, compile: bool = False,
-                 embed: Callable[[list[str]], np.ndarray] | None = None, log=print) -> np.ndarray:
+def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Path, *, fields: SkillText = "full",
+                 actors: int | None = 1, batch_size: int = 64, max_batch_tokens: int | None = None,
+                 compile: bool = False, embed: Callable[[list[str]], np.ndarray] | None = None,
+                 log=print) -> np.ndarray:
     """The corpus matrix (one unit row per skill, in order), from the cache when the model and corpus match.
     `embed` (texts -> rows, an encoder already loaded for `spec`) replaces the Ray Data pool, e.g. in a serving
-    replica that must not start actors of its own."""
-    path = cache_path(cache_dir, spec, skills)
+    replica that must not start actors of its own; `actors` None sizes the pool to the cluster (`pool_size`)."""
+    path = cache_path(cache_dir, spec, skills, fields)
     if path.exists():
         log(f"corpus embeddings: cached {path}")
         return np.load(path)
-    texts, owner = skill_texts(skills, spec)
-    emb = embed(texts) if embed else embed_texts(texts, spec, actors=actors, batch_size=batch_size,
-                                                 max_batch_tokens=max_batch_tokens, compile=compile)
-    emb = mean_rows(emb, owner, len(skills))
+    started = time.perf_counter()
+    if embed:
+        texts, owner = skill_texts(skills, spec, fields)
+        emb = mean_rows(embed(texts), owner, len(skills))
+    else:
+        log(f"corpus embeddings: {len(skills):,} skills with {spec.model} on a Ray Data actor pool (progress on "
+            "stderr)")
+        emb = embed_pool(skills, spec, fields=fields, actors=actors, batch_size=batch_size,
+                         max_batch_tokens=max_batch_tokens, compile=compile)
     save_embeddings(emb, path, spec, skills)
-    log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} -> {path}")
+    log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} in {time.perf_counter() - started:.1f} s -> {path}")
     return emb
 
 
@@ -91,3 +136,17 @@ def save_embeddings(emb: np.ndarray, path: Path, spec: EncoderSpec, skills: Sequ
     tmp.replace(path)  # a reader never sees half a file
     path.with_suffix(".json").write_text(json.dumps({"model": spec.model, "spec": spec.cache_key(),
                                                       "skills": len(skills), "dim": int(emb.shape[1])}) + "\n")
+
+
+def corpus_embeddings(skills: Sequence[Skill], spec: EncoderSpec, encoder: Encoder, config: PipelineConfig,
+                      fields: SkillText = "full") -> np.ndarray:
+    """A dense system's skill rows (`route`, `eval`) through the cache that mining and index builds fill
+    (`mining.cache_dir`): a small corpus embedded by `encoder` in this process, a large one by a Ray Data actor
+    pool over every core (or GPU) of the cluster. Messages go to stderr: stdout is the command's answer."""
+    def embed(texts: list[str]) -> np.ndarray:
+        return encoder.encode(texts, config.mining.embed_batch_size)
+    return embed_skills(skills, spec, config.mining.cache_dir, fields=fields, actors=None,
+                        batch_size=config.mining.embed_batch_size,
+                        max_batch_tokens=config.mining.embed_max_batch_tokens,
+                        embed=embed if len(skills) <= IN_PROCESS_MAX else None,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from skillrouter.common.tables import format_table, shorten
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill
 from skillrouter.retrieval.systems import get_system
@@ -48,3 +49,9 @@ class Router:
     def _route(self, rank: int, index: int, score: float) -> Route:
         s = self.skills[index]
         return Route(rank, s.id, s.name, float(score), s.description, s.category)
+
+
+def routes_table(routes: list[Route], width: int = 60) -> str:
+    return format_table(["rank", "skill", "score", "description"],
+                        [[r.rank, r.skill_id, r.score, shorten(r.description, width)] for r in routes],
+                        floatfmt=".2f")

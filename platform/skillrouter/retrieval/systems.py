@@ -87,9 +87,12 @@ def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseMod
     encoder = search = bm25 = None
     if dense is not None:
         from skillrouter.models.encoder import Encoder  # torch only for the systems that need it
+        from skillrouter.retrieval.embeddings import corpus_embeddings
 
-        encoder = Encoder.load(dense.spec(config))
-        search = VectorSearch.of_catalogue(catalogue, encoder.encode_skills(catalogue.skills, fields=dense.fields))
+        spec = dense.spec(config)
+        encoder = Encoder.load(spec)
+        search = VectorSearch.of_catalogue(catalogue, corpus_embeddings(catalogue.skills, spec, encoder, config,
+                                                                         dense.fields))
     if bm25_text is not None:
         bm25 = build_bm25(catalogue.skills, config.bm25, bm25_text)
     return FirstStage(catalogue, encoder, search, bm25, config.serving.fusion_depth, config.serving.rrf_k)

@@ -25,14 +25,13 @@ from skillrouter.corpus.skill import Skill, id_problem
 from skillrouter.index.build import build_index, encoder_spec, open_index, sync_index
 from skillrouter.index.store import SkillIndexError
 from skillrouter.models.encoder import Encoder, EncoderSpec
-from skillrouter.retrieval.embeddings import embed_skills
+from skillrouter.retrieval.embeddings import IN_PROCESS_MAX, embed_skills
 from skillrouter.retrieval.filters import value_problem
 from skillrouter.retrieval.systems import trained_model
 from skillrouter.serving.generations import GENERATION_FILE, publish, read_generation
 from skillrouter.serving.stages import corpus_path, live_encoder, serving_dir
 
 OWNER_WAIT_S = 120.0  # a replica copying the Lite file holds its lock for a moment; a writer waits its turn
-IN_PROCESS_MAX = 5000  # skills embedded by this process for a build; more go through a Ray Data actor pool
 
 
 class AdminError(ValueError):

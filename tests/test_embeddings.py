@@ -1,0 +1,63 @@
+"""Corpus embeddings of the dense systems (`route`, `eval`): through the cache, in process or on a Ray Data pool."""
+
+import numpy as np
+import pytest
+
+from skillrouter.config import PipelineConfig
+from skillrouter.corpus.ingest import read_skills
+from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.retrieval import embeddings
+from skillrouter.retrieval.router import Router
+
+
+@pytest.fixture(scope="module")
+def skills():
+    return read_skills("bundled")[:24]
+
+
+def _config(tmp_path) -> PipelineConfig:
+    config = PipelineConfig()
+    config.mining.cache_dir = str(tmp_path / "cache")
+    config.mining.encoder_max_length, config.mining.encoder_windows = 128, 2
+    return config
+
+
+def test_a_dense_router_embeds_the_corpus_once_then_reads_the_cache(tmp_path, skills, monkeypatch):
+    config = _config(tmp_path)
+    first = Router(skills, "minilm", config).route("merge PDF files", 5)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    embedded = []
+    plain = Encoder.encode
+
+    def counting(self, texts, *args, **kwargs):
+        embedded.append(len(texts))
+        return plain(self, texts, *args, **kwargs)
+    monkeypatch.setattr(Encoder, "encode", counting)
+    again = Router(skills, "minilm", config).route("merge PDF files", 5)
+    assert again == first and embedded == [1]  # only the query: the skills came from the cache
+    # name | description is another text: its own cache entry, not the full text's rows
+    Router(skills, "minilm-nd", config)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2 and embedded[-1] == len(skills)
+
+
+def test_a_large_corpus_goes_to_the_ray_data_pool(tmp_path, skills, monkeypatch):
+    config = _config(tmp_path)
+    pooled = []
+
+    def pool(batch, spec, **kwargs):
+        pooled.append((len(batch), kwargs["actors"], kwargs["fields"]))
+        return np.eye(len(batch), 384, dtype=np.float32)
+    monkeypatch.setattr(embeddings, "IN_PROCESS_MAX", len(skills) - 1)
+    monkeypatch.setattr(embeddings, "embed_pool", pool)
+    Router(skills, "minilm-nd", config)
+    assert pooled == [(len(skills), None, "name_description")]  # None: sized to the cluster's cores or GPUs
+
+
+@pytest.mark.slow
+def test_the_ray_data_pool_gives_the_in_process_rows(ray_cluster, skills):
+    spec = EncoderSpec("minilm", 128, windows=2)  # windows are cut in the actors, not the driver
+    pooled = embeddings.embed_pool(skills, spec, actors=None, batch_size=4, progress=False)
+    encoder = Encoder.load(spec)
+    np.testing.assert_allclose(pooled, encoder.encode_skills(skills, batch_size=16), atol=1e-5)
+    nd = embeddings.embed_pool(skills, spec, fields="name_description", actors=2, batch_size=4, progress=False)
+    np.testing.assert_allclose(nd, encoder.encode_skills(skills, 16, fields="name_description"), atol=1e-5)
