@@ -61,3 +61,4 @@ def test_the_ray_data_pool_gives_the_in_process_rows(ray_cluster, skills):
     np.testing.assert_allclose(pooled, encoder.encode_skills(skills, batch_size=16), atol=1e-5)
     nd = embeddings.embed_pool(skills, spec, fields="name_description", actors=2, batch_size=4, progress=False)
     np.testing.assert_allclose(nd, encoder.encode_skills(skills, 16, fields="name_description"), atol=1e-5)
+

@@ -82,6 +82,9 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
     order = np.argsort([-len(s.body) for s in skills], kind="stable")
     table = pa.table({"idx": pa.array(order, pa.int64()),
                       **{c: [getattr(skills[i], c) for i in order] for c in SKILL_COLUMNS}})
+    ctx = ray.data.DataContext.get_current()  # a dataset copies the context when it is made: set it first
+    shown = ctx.enable_progress_bars
+    ctx.enable_progress_bars = progress
     rows = batch_size * 4  # one block per actor call, so that every actor of the pool gets work
     ds = ray.data.from_arrow([table.slice(i, rows) for i in range(0, len(table), rows)])
     kwargs = {"spec": spec, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "compile": compile,
@@ -89,9 +92,6 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
     ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs=kwargs, batch_size=rows,
                         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
                         num_cpus=cpus)
-    ctx = ray.data.DataContext.get_current()
-    shown = ctx.enable_progress_bars
-    ctx.enable_progress_bars = progress
     out: np.ndarray | None = None
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
