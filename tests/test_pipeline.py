@@ -72,3 +72,18 @@ def test_main_job_rejects_a_bad_profile_before_work(repo_root, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2 and "bad.yaml: unknown key 'eval.sytems'" in done.stderr
     assert not (repo_root / "x").exists()
+
+
+def test_stages_time_what_they_run_and_name_each_part(tmp_path):
+    from skillrouter.pipeline.run import Stages
+
+    lines = []
+    stages = Stages(tmp_path, {}, log=lines.append)
+    stages.run("eval", "", lambda: None, key="k1", name="eval/bm25", outputs=[])
+    stages.run("eval", "", lambda: None, key="k2", name="eval/minilm", outputs=[])
+    stages.run("ingest", "ingest", lambda: None)
+    assert list(stages.seconds) == ["eval", "ingest"]
+    assert lines[:2] == ["   eval/bm25: running", lines[1]] and lines[1].startswith("   eval/bm25: done in ")
+    again = Stages(tmp_path, {}, log=lines.append)
+    again.run("eval", "", lambda: None, key="k1", name="eval/bm25", outputs=[])
+    assert again.seconds == {} and "up to date" in lines[-1]

@@ -59,6 +59,7 @@ class Stages:
                  rerun: Iterable[str] = (), log: Callable[[str], None] = print):
         self.dir, self.outputs, self.log = run_dir / "stages", outputs, log
         self.skip, self.rerun = check_stages(skip), check_stages(rerun)
+        self.seconds: dict[str, float] = {}  # wall time of each stage that ran (its parts summed)
         for stage in sorted(self.skip, key=STAGES.index):
             missing = [str(p) for p in outputs.get(stage, ()) if not Path(p).exists()]
             if missing:
@@ -87,7 +88,13 @@ class Stages:
                      f"then); --rerun {stage} runs it again")
             return False
         started = time.perf_counter()
+        if not title:  # a part of a stage (one system of eval): say what runs, then how long it took
+            self.log(f"   {name}: running")
         fn()
+        seconds = time.perf_counter() - started
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        if not title:
+            self.log(f"   {name}: done in {seconds:.1f} s")
         if key is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             stamp.write_text(json.dumps({"key": key, "seconds": round(time.perf_counter() - started, 1),
@@ -172,7 +179,8 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
     if results:
         stages.run("report", "report: metrics per system, Hit@k curves, the paper's comparisons", do_report)
 
-    log(f"\n== done in {time.perf_counter() - started:.1f} s; outputs:")
+    ran = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.seconds.items())
+    log(f"\n== done in {time.perf_counter() - started:.1f} s ({ran or 'every stage up to date'}); outputs:")
     for name, path in out.items():
         log(f"   {name:<16} {path}")
     return out
