@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 WINDOWS_DOC = ("a skill longer than max_length is read in up to this many overlapping windows, each headed by its "
                "name and description: an encoder averages their embeddings, a reranker keeps the best window's score "
@@ -182,15 +182,33 @@ class RerankerTrainConfig(TrainConfig):
 
 
 class RoutingConfig(_Section):
+    """What the main job serves. Its `select` stage scores each candidate first stage, alone and with the trained
+    reranker fused at each weight, on validation queries (the queries of `validation_share` of the skills, which
+    no model trains on), and serves the best; a reranker that does not beat its first stage there is not served."""
+
     system: str = Field("bm25", description="first-stage system used to answer requests")
     retrieve_k: int = Field(20, ge=1, le=1000, description="candidates passed to the reranker")
+    validation_share: float = Field(0.15, ge=0.0, lt=1.0, description="share of the skills whose queries are held "
+                                    "out of training for validation (0: none, and no selection)")
+    validation_queries: int = Field(150, ge=1, description="validation queries the selection scores at most")
+    candidates: list[str] = Field(default_factory=lambda: ["bm25", "finetuned", "hybrid:finetuned"],
+                                  description="first stages the selection may serve: bm25, finetuned (the "
+                                  "index's dense encoder) or hybrid:finetuned")
+    fusion_weights: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)],
+                                        description="reranker weights tried (0: the first stage alone, 1: the "
+                                        "reranker alone, the paper's)")
 
 
 class EvalConfig(_Section):
-    benchmark: str = Field("bundled", description="an eval_core directory, or 'bundled' for the dev set")
+    benchmark: str | list[str] = Field("bundled", description="an eval_core directory, 'bundled' (the dev set), "
+                                       "'realistic' or 'realistic-hard'; or a list of them, reported in that order")
     distractors: list[str] = Field(default_factory=list, description="extra unlabelled skills for the pool")
     systems: list[str] = Field(default_factory=lambda: ["bm25", "bm25-nd"])
     top_k: int = Field(50, ge=1, le=1000, description="predictions kept per task")
+    @property
+    def benchmarks(self) -> list[str]:
+        return [self.benchmark] if isinstance(self.benchmark, str) else list(self.benchmark)
+
     tie_seed: int = Field(0, description="seed of the random order the pool is ranked in, so that skills a system "
                           "scores the same come out in no favoured order (neither the pool's nor the ids'); "
                           "recorded in each result's provenance")
@@ -252,6 +270,11 @@ class ServingConfig(_Section):
         "hybrid", description="default first stage: encoder + Milvus, BM25 over the full text, or their "
                               "reciprocal rank fusion; a request may choose another")
     rerank: bool = Field(True, description="deploy the reranker stage (when a reranker model is available)")
+    use_selection: bool = Field(True, description="serve what the run's main job selected on its validation "
+                                "queries (RUN_DIR/select/selection.json: first stage, reranker, weight) when it exists")
+    rerank_weight: float = Field(1.0, ge=0.0, le=1.0, description="the reranker's share of the final order: 1 its "
+                                 "scores alone (the paper's), below 1 fused with the first stage's "
+                                 "(retrieval.rerank); the main job sets it from its validation (select stage)")
     encoder: str | None = Field(None, description="encoder for index builds started by the server; default: the "
                                 "run's trained encoder when exported, else index.encoder. Queries are always "
                                 "embedded with the encoder the live index was built with")
@@ -263,6 +286,11 @@ class ServingConfig(_Section):
                                "answered 503 with Retry-After")
     retry_after_s: int = Field(1, ge=1, description="the Retry-After of a 503")
     request_timeout_s: float = Field(30.0, gt=0, description="a route request waiting longer is answered 503")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request's whole body must arrive within this many "
+                                  "seconds of its headers, else 408 and the connection is closed (a stalled client "
+                                  "costs a socket, not a worker)")
+    admin_body_timeout_s: float = Field(300.0, gt=0, description="the same for POST /v1/index, whose token is "
+                                        "checked before its body (up to 64 MiB) is read")
     admin_timeout_s: float = Field(900.0, gt=0, description="longest wait for an index change")
     admin_token_env: str = Field("SKILLROUTER_ADMIN_TOKEN", description="environment variable holding the "
                                  "bearer token of POST /v1/index (read by the ingress replicas)")
@@ -276,8 +304,8 @@ class ServingConfig(_Section):
                                 "whole matrix on every call); a server is always searched itself")
     reload_wait_s: float = Field(5.0, ge=0, description="how long a request waits for its replica to load a "
                                  "new index generation before it is answered from the previous one")
-    ingress: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(
-        max_ongoing_requests=256, max_queued_requests=512, num_cpus=0.1))
+    ingress: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(  # far above max_in_flight: Serve
+        max_ongoing_requests=4096, max_queued_requests=512, num_cpus=0.1))      # counts requests whose body is unread
     retriever: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(
         max_ongoing_requests=64, max_queued_requests=128, num_cpus=0.5))
     reranker_deployment: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(
@@ -291,6 +319,19 @@ class PipelineConfig(_Section):
 
     run_dir: str = "runs/local"
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+class Example(_Section):
+    """A request the main job routes as a demo, and the skills a right answer puts first (any of them)."""
+
+    query: str = Field(min_length=1)
+    expect: list[str] = Field(default_factory=list, description="skill ids a right first answer is one of; the "
+                              "main job says loudly when the served system misses")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, value):
+        return {"query": value} if isinstance(value, str) else value
+
+
     bm25: BM25Config = Field(default_factory=BM25Config)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     querygen: QueryGenConfig = Field(default_factory=QueryGenConfig)
@@ -300,7 +341,8 @@ class PipelineConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
-    examples: list[str] = Field(default_factory=list, description="requests the main job answers as a demo")
+    examples: list[Example] = Field(default_factory=list, description="requests the main job answers as a demo: "
+                                    "a request, or {query, expect: [skill ids]}")
     seed: int = 0
 
     def train(self, kind: str) -> TrainConfig:

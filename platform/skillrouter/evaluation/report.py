@@ -12,6 +12,7 @@ Plots: `metrics.png` (bars per system), `hit_at_k.png` (curves per system, by ta
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -374,12 +375,14 @@ def system_order(name: str) -> tuple:
     return (family, first, bool(plus), name)
 
 
-def read_run(run_dir: str | Path, systems: Sequence[str] | None = None, eval_dir: str = "eval") -> list[EvalResult]:
-    """The saved results of a run (`RUN_DIR/eval/<system>/`, however deep a system's name nests its folder), in
-    the order of `systems` first, then by `system_order`. Results saved without the Hit@k curve get it from the
-    run's exported benchmark (`RUN_DIR/benchmark`)."""
+def read_run(run_dir: str | Path, systems: Sequence[str] | None = None, eval_dir: str = "eval",
+             benchmarks: Sequence[str] | None = None) -> list[EvalResult]:
+    """The saved results of a run (`RUN_DIR/eval/<benchmark>/<system>/`, or `RUN_DIR/eval/<system>/` as written
+    before there were several, however deep a system's name nests its folder): benchmark by benchmark (those of
+    `benchmarks` first, in that order), each in the order of `systems` first, then by `system_order`. Results saved
+    without the Hit@k curve get it from the run's exported benchmark (`RUN_DIR/benchmark`)."""
     root = Path(run_dir) / eval_dir
-    results = {}
+    results: dict[tuple[str, str], EvalResult] = {}
     bench = None
     for path in sorted(root.rglob("metrics.json")):
         result = read_result(path.parent)
@@ -387,17 +390,26 @@ def read_run(run_dir: str | Path, systems: Sequence[str] | None = None, eval_dir
             bench = bench or load_eval_core(Path(run_dir) / "benchmark")
             result = read_result(path.parent, bench)
             result.pool_size = result.pool_size or len(bench.skills)
-        results[result.system] = result
+        results[result.benchmark, result.system] = result
     if not results:
         raise ValueError(f"no evaluation results under {root}: run the pipeline or `skillrouter eval` first")
-    listed = [s for s in systems or [] if s in results]
-    return [results[s] for s in listed + sorted((s for s in results if s not in listed), key=system_order)]
+    found = sorted({b for b, _ in results})
+    out = []
+    for bench in [b for b in dict.fromkeys(benchmarks or []) if b in found] + [b for b in found
+                                                                                if b not in (benchmarks or [])]:
+        mine = {s for b, s in results if b == bench}
+        listed = [s for s in systems or [] if s in mine]
+        out += [results[bench, s] for s in listed + sorted(mine - set(listed), key=system_order)]
+    return out
 
 
 def write_run_report(run_dir: str | Path, systems: Sequence[str] | None = None, out_dir: str | Path | None = None,
-                     title: str | None = None, retrieve_k: int | None = 20) -> Path:
+                     title: str | None = None, retrieve_k: int | None = 20,
+                     benchmarks: Sequence[str] | None = None) -> Path:
     """(Re)build a run's report from what it saved: `RUN_DIR/eval/*` and, when they have run, the ablations
-    (`RUN_DIR/ablations/ablations.json`). Writes `RUN_DIR/report/report.md` (or into `out_dir`)."""
+    (`RUN_DIR/ablations/ablations.json`). Writes `RUN_DIR/report/report.md` (or into `out_dir`): with results on
+    several benchmarks, one section each (`benchmarks` first, in that order), each with its own plots in a folder
+    named after it, and the ablations once at the end."""
 
     root = Path(run_dir)
     notes = [f"Run `{root}`; rebuild this page with `skillrouter report --run {root}`.", *report_notes(root)]
@@ -407,5 +419,17 @@ def write_run_report(run_dir: str | Path, systems: Sequence[str] | None = None, 
             notes.append(f"Trained {kind}: from `{m.get('base_model')}`, {m.get('steps')} steps on {m.get('groups')} "
                          f"groups ({m.get('device', '?')}, {m.get('train_seconds', '?')} s), last loss "
                          f"{m.get('final', {}).get('loss', float('nan')):.3f}.")
-    return write_report(read_run(root, systems), out_dir or root / "report", read_ablations(root),
-                        title or "skillrouter evaluation", notes, retrieve_k)
+    results = read_run(root, systems, benchmarks=benchmarks)
+    out = Path(out_dir or root / "report")
+    names = list(dict.fromkeys(r.benchmark for r in results))
+    if len(names) == 1:
+        return write_report(results, out, read_ablations(root), title or "skillrouter evaluation", notes, retrieve_k)
+    lines = [f"# {title or 'skillrouter evaluation'}", "", f"Benchmarks, in this order: {', '.join(names)}.", ""]
+    for i, name in enumerate(names):
+        part = write_report([r for r in results if r.benchmark == name], out / name,
+                            read_ablations(root) if i == len(names) - 1 else [], f"Benchmark `{name}`",
+                            notes if i == 0 else [], retrieve_k)
+        text = re.sub(r"\]\(([^)/]+\.png)\)", rf"]({name}/\1)", part.read_text())  # its plots are in its folder
+        lines += ["#" + line if line.startswith("#") else line for line in text.splitlines()] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"

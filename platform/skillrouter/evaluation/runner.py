@@ -62,6 +62,11 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
     return out
 
 
+def eval_dir(run_dir: str | Path, benchmark: str) -> Path:
+    """Where a run keeps its results on `benchmark`: one folder per system below it."""
+    return Path(run_dir) / "eval" / benchmark
+
+
 def hit_curve(predictions: dict[str, list[str]], tasks: Sequence[Task], max_k: int) -> dict[str, list[float]]:
     """Hit@k for k = 1..max_k over all, single- and multi-skill tasks: the share of tasks with a needed skill in
     the top k (the curve that shows what a reranker given the top k could reach)."""

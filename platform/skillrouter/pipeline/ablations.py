@@ -38,7 +38,7 @@ from skillrouter.evaluation.ablation_results import (
     read_ablations,
 )
 from skillrouter.evaluation.benchmark import Benchmark
-from skillrouter.evaluation.runner import EvalResult, evaluate_system, provenance, read_result, write_result
+from skillrouter.evaluation.runner import EvalResult, eval_dir, evaluate_system, provenance, read_result, write_result
 from skillrouter.models.loading import export_info
 from skillrouter.retrieval.systems import trained_kinds
 
@@ -261,7 +261,7 @@ def run_ablations(config: PipelineConfig, only: Sequence[str] | None = None, log
             if (row.variant, row.system) in results:
                 continue
             vconfig = configs[row.variant]
-            reuse = [run_dir / "eval" / row.system] if row.variant == BASELINE else []
+            reuse = [eval_dir(run_dir, bench.name) / row.system] if row.variant == BASELINE else []
             results[row.variant, row.system] = evaluate_cached(
                 row.system, bench, vconfig, Path(vconfig.run_dir) / "eval" / row.system, reuse,
                 lambda line, v=row.variant: log(f"   [{v}] {line}"))
@@ -291,13 +291,13 @@ def _relative(path: Path, root: Path) -> str:
 def changed_negatives(base: pa.Table, other: pa.Table, config: PipelineConfig, kind: str) -> tuple[int, int]:
     """Of the negatives a `kind` training run reads from `other` (its sample of groups, the first negatives of
     each), how many it would not read from `base` for the same query; and how many it reads."""
-    from skillrouter.training.data import sample_groups
+    from skillrouter.training.job import training_groups
 
     t = config.train(kind)
 
     def read(groups: pa.Table) -> dict[str, list[str]]:
         return {r["query_id"]: [n["skill_id"] for n in r["negatives"][:t.negatives]]
-                for r in sample_groups(groups, t.max_groups, config.seed).to_pylist()}
+                for r in training_groups(groups, config, kind).to_pylist()}
 
     before, after = read(base), read(other)
     changed = sum(len(set(ids) - set(before.get(q, []))) for q, ids in after.items())

@@ -1,6 +1,9 @@
 """The main job: one profile drives every stage, each writing plain files under the run directory.
 
-    ingest -> queries -> mining -> encoder -> reranker -> index -> serve -> eval -> report
+    ingest -> queries -> mining -> encoder -> reranker -> index -> select -> serve -> eval -> report
+
+`select` scores the candidate first stages, alone and with the reranker fused at each weight, on the queries of
+skills held out of training, and the main job serves (and evaluates) what wins (`evaluation.selection`).
 
 Every stage can be skipped (`--skip mining,serve`: its outputs from an earlier run are used as they are) and
 resumes from its outputs: a stage whose inputs are unchanged since its last run is not run again (its stamp in
@@ -24,7 +27,23 @@ from skillrouter.corpus.ingest import SKILLS_FILE, ingest, read_skills
 from skillrouter.corpus.skill import corpus_version
 from skillrouter.evaluation.benchmark import add_distractors, export_eval_core, load_benchmark
 from skillrouter.evaluation.report import write_run_report
-from skillrouter.evaluation.runner import evaluate_system, metrics_table, provenance, read_result, write_result
+from skillrouter.evaluation.runner import (
+    eval_dir,
+    evaluate_system,
+    metrics_table,
+    provenance,
+    read_result,
+    write_result,
+)
+from skillrouter.evaluation.selection import (
+    SELECTION_DIR,
+    SELECTION_FILE,
+    read_selection,
+    select_system,
+    selection_table,
+    served_config,
+    write_selection,
+)
 from skillrouter.index.build import index_uri
 from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
 from skillrouter.models.loading import model_version
@@ -32,7 +51,7 @@ from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_quer
 from skillrouter.retrieval.categories import load_categories
 from skillrouter.training.job import KINDS, print_training_summary, run_training
 
-STAGES = ("ingest", "queries", "mining", *KINDS, "index", "serve", "eval", "report")
+STAGES = ("ingest", "queries", "mining", *KINDS, "index", "select", "serve", "eval", "report")
 
 
 def answer_table(answer: dict, width: int = 56) -> str:
@@ -158,22 +177,50 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
                lambda: build_serving_index(skills, config, indent),
                key=digest(corpus, index_encoder, model_version(index_encoder), config.index))
 
+    def do_select():
+        selection = select_system(skills, pq.read_table(out["groups"]), config, indent)
+        for line in selection_table(selection):
+            indent(line)
+        indent(f"serving {selection['why']} ({selection['seconds']:.0f} s)")
+        indent(f"wrote {write_selection(selection, run_dir)}")
+    if config.routing.validation_share > 0:
+        stages.run("select", "choose the served system on validation queries (skills held out of training)",
+                   do_select, key=digest(corpus, content_version(out["groups"]), config.routing, config.seed,
+                                         config.eval.tie_seed, *(model_version(str(out[k])) for k in KINDS)),
+                   outputs=[run_dir / SELECTION_DIR / SELECTION_FILE])
+    selection = read_selection(run_dir) if config.routing.validation_share > 0 else None
+    served = served_config(config, selection)
+    if selection is not None and selection["system"] not in config.eval.systems:
+        config = config.model_copy(deep=True)
+        config.eval.systems.append(selection["system"])
+
     if config.examples:
         def do_serve():
-            for query, answer in zip(config.examples, serve_and_route(config, config.examples, 3, log=indent)):
+            queries = [e.query for e in config.examples]
+            wrong = []
+            for example, answer in zip(config.examples, serve_and_route(served, queries, 3, log=indent)):
                 t = answer["timings_ms"]
-                log(f"\n> {query}\n   {answer['first_stage']}{' + rerank' if answer['reranked'] else ''}: "
-                    f"{t['total']:.0f} ms in the server, {answer['client_ms']:.0f} ms at the client\n"
+                first = answer["results"][0]["skill_id"] if answer["results"] else None
+                verdict = ""
+                if example.expect and first in example.expect:
+                    verdict = "   right"
+                elif example.expect:
+                    verdict = f"   WRONG: expected {' or '.join(example.expect)}"
+                    wrong.append(example.query)
+                log(f"\n> {example.query}\n   {answer['first_stage']}{' + rerank' if answer['reranked'] else ''}: "
+                    f"{t['total']:.0f} ms in the server, {answer['client_ms']:.0f} ms at the client{verdict}\n"
                     + answer_table(answer))
+            if wrong:
+                log(f"\n   WARNING: the served system answers {len(wrong)} of {len(queries)} examples wrong "
+                    "(their expected skills are in the profile's examples)")
         stages.run("serve", f"serve on 127.0.0.1 and route {len(config.examples)} example requests over HTTP",
                    do_serve)
 
     results = evaluate(config, stages, out, log)
-    if results:
-        log(metrics_table(results))
 
     def do_report():
-        out["report"] = write_run_report(run_dir, config.eval.systems, retrieve_k=config.routing.retrieve_k)
+        out["report"] = write_run_report(run_dir, config.eval.systems, retrieve_k=config.routing.retrieve_k,
+                                         benchmarks=[r.benchmark for r in results])
         log(f"   {out['report']} with " + ", ".join(p.name for p in sorted(out["report"].parent.glob("*.png")))
             + "; the paper's ablations: `skillrouter ablations --config ...` adds them")
     if results:
@@ -187,26 +234,37 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
 
 
 def evaluate(config: PipelineConfig, stages: Stages, out: dict[str, Path], log: Callable[[str], None]) -> list:
-    """The eval stage: each configured system on the benchmark; a system's result is kept while the benchmark,
-    its models and the settings it reads are unchanged (the result's own `provenance`)."""
+    """The eval stage: each configured system on each benchmark (the first is exported to RUN_DIR/benchmark for
+    the ablations); a system's result is kept while the benchmark, its models and the settings it reads are
+    unchanged (the result's own `provenance`). Returns the results, benchmark by benchmark."""
     if "eval" in stages.skip:
         log("\n== evaluate: skipped (--skip)")
         return []
-    bench = add_distractors(load_benchmark(config.eval.benchmark), config.eval.distractors)
-    export_eval_core(bench, out["benchmark"])
-    log(f"\n== evaluate {', '.join(config.eval.systems)} on {bench.name} ({len(bench.tasks)} tasks, "
-        f"{len(bench.skills)} skills)")
-    if bench.missing_ids:
-        log(f"   note: {len(bench.missing_ids)} tasks name skills absent from the pool (counted as misses)")
+    results = []
+    for i, name in enumerate(config.eval.benchmarks):
+        bench = add_distractors(load_benchmark(name), config.eval.distractors)
+        if i == 0:
+            export_eval_core(bench, out["benchmark"])
+        log(f"\n== evaluate {', '.join(config.eval.systems)} on {bench.name} ({len(bench.tasks)} tasks, "
+            f"{len(bench.skills)} skills)")
+        if bench.missing_ids:
+            log(f"   note: {len(bench.missing_ids)} tasks name skills absent from the pool (counted as misses)")
+        mine = evaluate_benchmark(config, bench, stages, out)
+        log(metrics_table(mine))
+        results += mine
+    return results
+
+
+def evaluate_benchmark(config: PipelineConfig, bench, stages: Stages, out: dict[str, Path]) -> list:
     results = []
     for system in config.eval.systems:
-        path = Path(config.run_dir) / "eval" / system
+        path = eval_dir(config.run_dir, bench.name) / system
         key = digest(system, provenance(system, bench, config, config.eval.top_k))
 
         def run(system=system, path=path):
             write_result(evaluate_system(system, bench, config), path)
-        stages.run("eval", "", run, key=key, name=f"eval/{system}", outputs=[path / "metrics.json"])
-        out[f"eval/{system}"] = path
+        stages.run("eval", "", run, key=key, name=f"eval/{bench.name}/{system}", outputs=[path / "metrics.json"])
+        out[f"eval/{bench.name}/{system}"] = path
         results.append(read_result(path))
     return results
 

@@ -190,14 +190,20 @@ def rerank_weight(second: str) -> tuple[str, float]:
     return stage, value
 
 
+def reranker_spec(config: PipelineConfig, model: str | None = None):
+    """The cross-encoder `model` (default: the profile's trained reranker) at the length and windows its export
+    records, else the profile's."""
+    from skillrouter.models.reranker import RerankerSpec
+
+    path = model or trained_model(config, "reranker")
+    info = export_info(path)
+    return RerankerSpec(path, info.get("max_length") or config.reranker.max_length,
+                        windows=info.get("windows") or config.reranker.windows)
+
+
 def _reranked(first: System, model: str | None, weight: float = 1.0) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
-        from skillrouter.models.reranker import RerankerSpec
-
-        path = model or trained_model(config, "reranker")
-        info = export_info(path)
-        spec = RerankerSpec(path, info.get("max_length") or config.reranker.max_length,
-                            windows=info.get("windows") or config.reranker.windows)
+        spec = reranker_spec(config, model)
         return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k, weight)
     what = model or "the profile's trained reranker"
     fusion = f"@{weight:g}" if weight < 1.0 else ""
@@ -246,17 +252,17 @@ def named_models(name: str) -> list[str]:
     first, _, second = name.partition("+")
     first = first.removeprefix("hybrid:")
     dense = [first.partition(":")[2]] if first.startswith(("dense:", "dense-nd:")) else []
+    second = rerank_weight(second)[0] if second else second
     return dense + ([second.removeprefix("rerank:")] if second.startswith("rerank:") else [])
 
 
-    second = rerank_weight(second)[0] if second else second
 def get_system(name: str) -> System:
     first, plus, second = name.partition("+")
     if plus:
+        second, weight = rerank_weight(second)
         if second == "reranker":
             return _reranked(get_system(first), None, weight)
         if second.startswith("rerank:") and len(second) > len("rerank:"):
-        second, weight = rerank_weight(second)
             return _reranked(get_system(first), second.removeprefix("rerank:"), weight)
         raise ValueError(f"unknown second stage '{second}' in '{name}': use +reranker or +rerank:MODEL, "
                          "optionally followed by @WEIGHT")

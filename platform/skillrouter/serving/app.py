@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from skillrouter.config import DeploymentConfig, PipelineConfig, load_config
 from skillrouter.serving.admin import prepare, reranker_model
+from skillrouter.serving.edge import CALLBACK, CALLBACK_ENV
 
 APP_NAME = "skillrouter"
 LOGGING = {"encoding": "JSON"}  # replica logs as JSON lines, each with its request id and our fields
@@ -59,11 +60,16 @@ def _cluster_gpus() -> float:
 
 def build_app(config: PipelineConfig, log: Callable[[str], None] = print):
     """The application for `config`: prepares the run (corpus, index, first generation), then binds the
-    deployments with the options of `config.serving`."""
+    deployments with the options of `config.serving`, or with what the run's main job selected on its validation
+    queries (`serving.use_selection`)."""
+    from skillrouter.evaluation.selection import read_selection, served_config
     from skillrouter.serving.deployments import IndexAdmin, Ingress, RerankerDeployment, Retriever
 
     config = absolute_paths(config)
     prepare(config, log)
+    if config.serving.use_selection and (selection := read_selection(config.run_dir)) is not None:
+        config = served_config(config, selection)
+        log(f"serving: {selection['system']}, as the run's selection chose ({selection['why']})")
     cfg, gpus = config.serving, _cluster_gpus()
     model = reranker_model(config)
     if model is None and cfg.rerank:
@@ -113,7 +119,8 @@ def start(config: PipelineConfig, log: Callable[[str], None] = print) -> str:
 
     ensure_ray()
     host, port = config.serving.host, config.serving.port or free_port(config.serving.host)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port},  # the proxies inherit the controller's environment
+                controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}})
     serve.run(build_app(config, log), name=APP_NAME, route_prefix="/", logging_config=LOGGING)
     return f"http://{host}:{port}"
 

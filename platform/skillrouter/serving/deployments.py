@@ -2,8 +2,15 @@
 `IndexAdmin` for index changes. Each scales on its own; the work itself is `stages`' and `admin`'s plain Python.
 
 Admission control: an ingress replica works on at most `serving.max_in_flight` route requests and answers the
-rest 503 with `Retry-After` at once; the deployments behind it have bounded queues (`max_queued_requests`), and a
-full queue is answered the same way. Nothing queues without bound.
+rest 503 with `Retry-After` at once, before their body is read; the deployments behind it have bounded queues
+(`max_queued_requests`), and a full queue is answered the same way. Nothing queues without bound.
+
+The HTTP edge (`Guard`): Serve's proxy hands a request to an ingress replica, which counts it toward the replica's
+`max_ongoing_requests`, before a byte of its body is read; the replica then pulls the body from the proxy. So the
+guard decides everything it can from the headers first (the admin token, route admission, a declared length), and
+reads a body against a deadline (`serving.body_timeout_s`): a client that stalls is answered 408 and its connection
+closed. The ingress's `max_ongoing_requests` is far above `max_in_flight` (a stalled read is a cheap await), so
+stalled clients cost sockets, not the slots that `/healthz` and real work need.
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the endpoints' annotations as objects (Serve's
@@ -32,6 +39,7 @@ from skillrouter.retrieval.filters import Catalogue
 from skillrouter.retrieval.first_stage import RetrieveQuery
 from skillrouter.retrieval.rerank import rerank_order, rerank_scores
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
+from skillrouter.serving.edge import SAFE_REQUEST_ID
 from skillrouter.serving.generations import Generations
 from skillrouter.serving.metrics import replica_metrics
 from skillrouter.serving.schemas import (
@@ -56,6 +64,7 @@ REQUEST_ID_HEADER = "x-request-id"  # set by Serve's proxy (the client's own, or
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in [
         (400, "malformed JSON, or an option this server cannot honour"),
+        (408, "the body did not arrive within serving.body_timeout_s"),
         (413, "request body too large"),
         (422, "invalid request: the detail lists each problem"),
         (503, "overloaded or unavailable: retry after the Retry-After header's seconds"),
@@ -69,11 +78,48 @@ api = FastAPI(
 
 
 def request_id(request: Request) -> str:
-    return request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    """The request's id: the client's `X-Request-ID` when it is up to 128 characters of [A-Za-z0-9._:-], else a
+    new one (Serve's proxy, with `edge.ProxyHeaders`, has already replaced such an id; this holds without it)."""
+    state = request.scope.setdefault("state", {})
+    if "request_id" not in state:
+        given = request.headers.get(REQUEST_ID_HEADER)
+        state["request_id"] = given if given and SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return state["request_id"]
 
 
 def _error(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "request_id": request_id(request)}, status, headers=headers)
+
+
+class _Replica:
+    """This ingress replica's limits and its route requests in flight, shared by the `Guard` middleware (which
+    decides before the body is read) and the endpoints; set by `Ingress.__init__`."""
+
+    admin_token: str | None = None
+    max_in_flight = 64
+    in_flight = 0
+    retry_after_s = 1
+    body_timeout_s = 10.0
+    admin_body_timeout_s = 300.0
+
+
+def check_admin(authorization: str | None) -> None:
+    """401 without a bearer token, 403 with a wrong one (or when no token is configured: the API is off)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, "admin API: send 'Authorization: Bearer <token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if _Replica.admin_token is None:
+        raise HTTPException(403, "the admin API is disabled: no token is configured (serving.admin_token_env)")
+    if not hmac.compare_digest(token.strip().encode(), _Replica.admin_token.encode()):
+        raise HTTPException(403, "admin API: wrong token")
+
+
+def route_admission() -> None:
+    """503 with Retry-After when this replica already works on `serving.max_in_flight` route requests."""
+    if _Replica.in_flight >= _Replica.max_in_flight:
+        replica_metrics().rejected.inc(tags={"reason": "in_flight"})
+        raise _overload(f"{_Replica.in_flight} requests in flight (serving.max_in_flight)", _Replica.retry_after_s)
 
 
 @api.exception_handler(RequestValidationError)
@@ -97,34 +143,51 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
     return _error(request, 500, "internal error; the server's log has the details under this request id")
 
 
-class BodyLimit:
-    """Refuse bodies over the endpoint's limit with 413 before anything parses them: a declared length is
-    checked at once, a chunked body is read up to the limit and replayed."""
+class Guard:
+    """What can be decided from the headers is decided before a body byte is read: the admin token
+    (`/v1/index`: 401 or 403 whatever the body), route admission (503 at once), a declared length (400 when
+    invalid, 413 over the endpoint's limit). Then the whole body is read against a deadline (`body_timeout_s`,
+    `admin_body_timeout_s` once the token was checked) and replayed to the app: a client that stalls is answered
+    408, a chunked body over the limit 413. An answer given before the body was read closes the connection."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = MAX_ADMIN_BODY_BYTES if scope["path"].startswith("/v1/index") else MAX_ROUTE_BODY_BYTES
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
+        request = Request(scope)
+        request_id(request)  # settled once, before anything answers
+        headers = request.headers
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        admin = scope["path"].startswith("/v1/index")
+        try:
+            if admin:
+                check_admin(headers.get("authorization"))
+            elif scope["path"] == "/v1/route" and scope["method"] == "POST":
+                route_admission()
+        except HTTPException as err:
+            return await self._answer(scope, send, err.status_code, err.detail, err.headers, close=has_body)
+        if not has_body:
+            return await self.app(scope, receive, send)
+        limit = MAX_ADMIN_BODY_BYTES if admin else MAX_ROUTE_BODY_BYTES
+        declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                return await self._refuse(scope, receive, send, 400, "invalid Content-Length")
+                return await self._answer(scope, send, 400, "invalid Content-Length", close=True)
             if int(declared) > limit:
-                return await self._refuse(scope, receive, send, 413, f"request body over {limit:,} bytes")
-            return await self.app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                return await self._refuse(scope, receive, send, 413, f"request body over {limit:,} bytes")
+                return await self._answer(scope, send, 413, f"request body over {limit:,} bytes", close=True)
+        timeout_s = _Replica.admin_body_timeout_s if admin else _Replica.body_timeout_s
+        try:
+            body = await asyncio.wait_for(self._read(receive, limit), timeout_s)
+        except asyncio.TimeoutError:
+            replica_metrics().rejected.inc(tags={"reason": "body_timeout"})
+            return await self._answer(scope, send, 408, f"the request body did not arrive within {timeout_s:g} s "
+                                      "(serving.body_timeout_s)", close=True)
+        if body is None:  # the client left
+            return
+        if len(body) > limit:
+            return await self._answer(scope, send, 413, f"request body over {limit:,} bytes", close=True)
         replayed = False
 
         async def replay():
@@ -137,8 +200,27 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _refuse(scope, receive, send, status: int, detail: str):
-        await _error(Request(scope), status, detail)(scope, receive, send)
+    async def _read(receive, limit: int) -> bytes | None:
+        """The body, or as soon as it passes `limit`, what came so far; None when the client disconnects."""
+        chunks, size, more = [], 0, True
+        while more and size <= limit:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _answer(scope, send, status: int, detail: Any, headers: dict[str, str] | None = None,
+                      close: bool = False):
+        headers = {**(headers or {}), **({"Connection": "close"} if close else {})}
+
+        async def nothing():  # the answer reads no body
+            return {"type": "http.disconnect"}
+
+        await _error(Request(scope), status, detail, headers)(scope, nothing, send)
 
 
 class AccessLog:
@@ -162,8 +244,9 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            # `Guard` may answer before the router runs: its endpoints keep their label (other paths stay unmatched)
+            endpoint = getattr(scope.get("route"), "path", None) or (
+                scope["path"] if scope["path"] in ("/v1/route", "/v1/index") else "unmatched")
             ms = (time.perf_counter() - started) * 1000
             fields = scope.get("state", {}).get("log_fields", {})
             metrics = replica_metrics()
@@ -174,27 +257,17 @@ class AccessLog:
                                "latency_ms": round(ms, 2), **fields})
 
 
-api.add_middleware(BodyLimit)
-api.add_middleware(AccessLog)  # added last: outermost, so it sees the 413s too
+api.add_middleware(Guard)
+api.add_middleware(AccessLog)  # added last: outermost, so it sees the guard's answers too
 
 bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
                     description="$SKILLROUTER_ADMIN_TOKEN (serving.admin_token_env), or serving.admin_token")
 
 
-class _AdminToken:
-    value: str | None = None  # set by the Ingress replica of this process
-
-
 def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """401 without a bearer token, 403 with a wrong one (or when no token is configured: the API is off)."""
-    if credentials is None:
-        raise HTTPException(401, "admin API: send 'Authorization: Bearer <token>'",
-                            headers={"WWW-Authenticate": "Bearer"})
-    token = _AdminToken.value
-    if token is None:
-        raise HTTPException(403, "the admin API is disabled: no token is configured (serving.admin_token_env)")
-    if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-        raise HTTPException(403, "admin API: wrong token")
+    """The token, checked again where the endpoint is declared (and published in the OpenAPI schema); `Guard`
+    has checked it before the body was read."""
+    check_admin(f"{credentials.scheme} {credentials.credentials}" if credentials else None)
 
 
 def _overload(detail: str, retry_after_s: int) -> HTTPException:
@@ -237,8 +310,9 @@ class Ingress:
         self.retriever, self.admin = retriever, admin
         self.reranker = reranker if reranker_name else None
         self.cfg, self.retrieve_k, self.reranker_name = config.serving, config.routing.retrieve_k, reranker_name
-        _AdminToken.value = os.environ.get(self.cfg.admin_token_env) or self.cfg.admin_token
-        self.in_flight = 0
+        _Replica.admin_token = os.environ.get(self.cfg.admin_token_env) or self.cfg.admin_token
+        _Replica.max_in_flight, _Replica.retry_after_s = self.cfg.max_in_flight, self.cfg.retry_after_s
+        _Replica.body_timeout_s, _Replica.admin_body_timeout_s = self.cfg.body_timeout_s, self.cfg.admin_body_timeout_s
         self.metrics = replica_metrics()
 
     async def _call(self, response, stage: str, timeout_s: float | None = None):
@@ -261,14 +335,12 @@ class Ingress:
     @api.post("/v1/route", response_model=RouteResponse, responses=ERRORS,
               summary="rank the skills that serve a request")
     async def route(self, body: RouteRequest, request: Request) -> RouteResponse:
-        if self.in_flight >= self.cfg.max_in_flight:
-            self.metrics.rejected.inc(tags={"reason": "in_flight"})
-            raise _overload(f"{self.in_flight} requests in flight (serving.max_in_flight)", self.cfg.retry_after_s)
-        self.in_flight += 1
+        route_admission()  # again: others may have been admitted while this body was read
+        _Replica.in_flight += 1
         try:
             return await self._route(body, request, time.perf_counter())
         finally:
-            self.in_flight -= 1
+            _Replica.in_flight -= 1
 
     async def _route(self, body: RouteRequest, request: Request, started: float) -> RouteResponse:
         query, rerank = plan_route(body, self.cfg.first_stage, self.reranker is not None, self.retrieve_k)
@@ -279,7 +351,7 @@ class Ingress:
             head = [h[0] for h in hits[: self.retrieve_k]]
             reranked = await self._call(self.reranker.rerank.remote(body.query, head), "reranker")
             scores, rerank_ms = reranked["scores"], reranked["rerank_ms"]
-        ordered = rerank_order(hits, scores, self.retrieve_k)[: body.top_k]
+        ordered = rerank_order(hits, scores, self.retrieve_k, self.cfg.rerank_weight)[: body.top_k]
         total_ms = (time.perf_counter() - started) * 1000
         self.metrics.stage("total", total_ms, first)
         request.state.log_fields = {"first_stage": first, "top_k": body.top_k, "reranked": bool(rerank),

@@ -20,9 +20,20 @@ from skillrouter.corpus.skill import Skill
 WINDOW_BATCHES = 32  # micro-batches per length-sorting window: larger sorts better, smaller shuffles better
 
 
-def sample_groups(groups: pa.Table, max_groups: int | None, seed: int) -> pa.Table:
-    """Groups in a seeded random order (a sample of `max_groups` when set); groups with no negative are dropped."""
+def held_out_skills(groups: pa.Table, share: float, seed: int) -> set[str]:
+    """A seeded `share` of the groups' positive skills, whose queries no model trains on: the main job chooses the
+    served system and fits the reranker's fusion weight on them (requests about skills no model has seen)."""
+    ids = sorted(set(groups.column("positive_id").to_pylist()))
+    count = int(round(len(ids) * share))
+    return {ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:count]}
+
+
+def sample_groups(groups: pa.Table, max_groups: int | None, seed: int, held_out: set[str] = frozenset()) -> pa.Table:
+    """Groups in a seeded random order (a sample of `max_groups` when set); groups with no negative, and groups
+    whose positive is `held_out`, are dropped."""
     groups = groups.filter(pc.greater(pc.list_value_length(groups.column("negatives")), 0))
+    if held_out:
+        groups = groups.filter(pc.invert(pc.is_in(groups.column("positive_id"), pa.array(sorted(held_out)))))
     order = np.random.default_rng(seed).permutation(groups.num_rows)
     if max_groups is not None:
         order = order[:max_groups]

@@ -24,7 +24,7 @@ from skillrouter.common.tables import format_table
 from skillrouter.config import PipelineConfig, TrainConfig
 from skillrouter.corpus.skill import Skill, corpus_version
 from skillrouter.models.loading import EXPORT_INFO, export_info
-from skillrouter.training.data import micro_batches_per_epoch, sample_groups, tokenized_dataset
+from skillrouter.training.data import held_out_skills, micro_batches_per_epoch, sample_groups, tokenized_dataset
 
 KINDS = ("encoder", "reranker")
 
@@ -117,12 +117,19 @@ def up_to_date_export(out_dir: Path, fp: str) -> dict | None:
     return summary if summary.get("fingerprint") == fp else None
 
 
+def training_groups(groups: pa.Table, config: PipelineConfig, kind: str) -> pa.Table:
+    """The groups a `kind` run trains on: the profile's sample, without the queries of the skills held out for
+    validation (`routing.validation_share`)."""
+    held_out = held_out_skills(groups, config.routing.validation_share, config.seed)
+    return sample_groups(groups, config.train(kind).max_groups, config.seed, held_out)
+
+
 def is_up_to_date(kind: str, skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
                   out_dir: str | Path | None = None) -> bool:
     """Whether `run_training(kind, skills, groups, config)` would skip because the export at `out_dir` (default:
     the profile's) was trained from these very inputs and settings."""
     t = config.train(kind)
-    fp = fingerprint(kind, t, sample_groups(groups, t.max_groups, config.seed), skills, config.seed)
+    fp = fingerprint(kind, t, training_groups(groups, config, kind), skills, config.seed)
     return up_to_date_export(Path(out_dir or config.model_dir(kind)).resolve(), fp) is not None
 
 
@@ -141,7 +148,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     run_dir = Path(config.run_dir)
     out_dir = config.model_dir(kind).resolve()
     storage = t.storage_path or str((run_dir / "train").resolve())
-    groups = sample_groups(groups, t.max_groups, config.seed)
+    groups = training_groups(groups, config, kind)
     fp = fingerprint(kind, t, groups, skills, config.seed)
     summary = None if force else up_to_date_export(out_dir, fp)
     if force and "://" not in storage:  # the same run name would restore its final checkpoint: start afresh
