@@ -1,0 +1,136 @@
+"""The HTTP edge under hostile clients, against one Serve application on 127.0.0.1 (six bundled skills, BM25, no
+reranker, a 2 s body time-out): stalled bodies, admin bodies before the token, request ids, and a fuzz of malformed
+requests (the cases of benchmarks/http_abuse.py). Behaviour is asserted, not speed: the figures are the
+benchmark's."""
+
+import asyncio
+import importlib.util
+import json
+import time
+
+import pytest
+
+from skillrouter.config import load_config
+from skillrouter.corpus.ingest import read_skills, write_skills
+
+BODY_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def abuse(repo_root):
+    """benchmarks/http_abuse.py as a module: its raw HTTP client and its fuzz cases."""
+    spec = importlib.util.spec_from_file_location("http_abuse", repo_root / "benchmarks" / "http_abuse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def port(ray_cluster, repo_root, tmp_path_factory, abuse):
+    from skillrouter.serving.app import start, stop
+
+    root = tmp_path_factory.mktemp("hardening")
+    picked: dict = {}
+    for skill in read_skills("bundled"):
+        picked.setdefault(skill.category, skill)
+    write_skills(list(picked.values())[:6], root / "skills.parquet")
+    config = load_config(repo_root / "configs/minilm.yaml", [
+        f"run_dir={root / 'run'}", f"corpus.sources=[{root / 'skills.parquet'}]", f"mining.cache_dir={root / 'cache'}",
+        "index.max_length=64", "serving.first_stage=bm25", "serving.rerank=false",
+        f"serving.body_timeout_s={BODY_TIMEOUT_S}", "serving.port=0"])
+    config.serving.admin_token = abuse.TOKEN
+    url = start(config, log=lambda _: None)
+    yield int(url.rsplit(":", 1)[1])
+    stop()
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_a_stalled_body_is_answered_408_and_closed_while_others_are_served(port, abuse):
+    async def scenario():
+        opened: list = []
+        stalled = [asyncio.ensure_future(abuse.stall(port, opened, hold_s=60)) for _ in range(20)]
+        while len(opened) < 20 and not any(t.done() for t in stalled):
+            await asyncio.sleep(0.05)
+        health = await abuse.exchange(port, abuse.request("GET", "/healthz"), 30)
+        routed = await abuse.exchange(port, abuse.request("POST", "/v1/route", abuse.route_body()), 30)
+        waiting = sum(not t.done() for t in stalled)
+        return health, routed, waiting, await asyncio.gather(*stalled)
+
+    health, routed, waiting, ended = run(scenario())
+    assert health.status == 200 and json.loads(health.body) == {"status": "ok"}
+    assert routed.status == 200 and json.loads(routed.body)["results"]
+    assert waiting > 0  # the answers came while bodies were still stalled
+    assert all(a.status == 408 for a in ended), [a.label for a in ended]
+    assert all(a.note == "" for a in ended), [a.note for a in ended]  # and the server closed each connection
+    detail = json.loads(ended[0].body)["detail"]
+    assert "did not arrive within 2 s" in detail and "serving.body_timeout_s" in detail
+    assert ended[0].headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("body, headers", [
+    (b"{", {}),
+    (b"\xff\xfe not json", {"Content-Type": "text/plain"}),
+    (b'{"action": "rebuild"}', {"Authorization": "Basic abc"}),
+    (b'{"action": "rebuild"}', {"Authorization": "Bearer "}),
+    (b"x" * 1000, {"Content-Length": str(100 << 20)}),  # declares 100 MiB, over the admin limit
+    (b"{", {"Content-Length": str(1 << 20)}),  # declares 1 MiB, sends one byte: not waited for
+])
+def test_admin_without_a_token_is_401_whatever_its_body(port, abuse, body, headers):
+    started = time.monotonic()
+    answer = run(abuse.exchange(port, abuse.request("POST", "/v1/index", body, headers=headers), 30))
+    assert answer.status == 401, (answer.label, answer.body[:200])
+    assert answer.headers["www-authenticate"] == "Bearer" and "Bearer" in json.loads(answer.body)["detail"]
+    assert time.monotonic() - started < BODY_TIMEOUT_S + 20  # answered from the headers (generous: busy machine)
+
+
+def test_admin_token_checks_come_before_the_body_and_the_body_after(port, abuse):
+    wrong = run(abuse.exchange(port, abuse.request("POST", "/v1/index", b"{",
+                                                   headers={"Authorization": "Bearer nope"}), 30))
+    assert wrong.status == 403
+    auth = {"Authorization": f"Bearer {abuse.TOKEN}"}
+    malformed = run(abuse.exchange(port, abuse.request("POST", "/v1/index", b"{", headers=auth), 30))
+    assert malformed.status == 400 and json.loads(malformed.body)["detail"].startswith("malformed JSON")
+    big = run(abuse.exchange(port, abuse.request("POST", "/v1/index", b"{", headers={
+        **auth, "Content-Length": str((64 << 20) + 1)}), 30))
+    assert big.status == 413 and big.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("given", ["r" * 129, "r" * 100_000, "caf\xe9", "a b", "<script>", "id;drop"])
+def test_an_unsafe_request_id_is_replaced_not_echoed(port, abuse, given):
+    answer = run(abuse.exchange(port, abuse.request("POST", "/v1/route", abuse.route_body(),
+                                                    headers={"X-Request-ID": given}), 30))
+    assert answer.status == 200, (answer.label, answer.body[:200])
+    echoed = answer.headers["x-request-id"]
+    assert echoed != given and len(echoed) <= 128 and json.loads(answer.body)["request_id"] == echoed
+
+
+def test_a_safe_request_id_is_kept_and_a_control_character_never_reaches_the_app(port, abuse):
+    answer = run(abuse.exchange(port, abuse.request("POST", "/v1/route", abuse.route_body(),
+                                                    headers={"X-Request-ID": "trace-42.a:b_c"}), 30))
+    assert answer.status == 200 and answer.headers["x-request-id"] == "trace-42.a:b_c"
+    assert json.loads(answer.body)["request_id"] == "trace-42.a:b_c"
+    answer = run(abuse.exchange(port, abuse.request("POST", "/v1/route", abuse.route_body(),
+                                                    headers={"X-Request-ID": "a\x01b"}), 30))
+    assert answer.status == 400 and b"a\x01b" not in answer.body  # the HTTP parser refuses it
+
+
+def test_a_fuzz_of_malformed_requests_gets_no_5xx(port, abuse):
+    async def fuzz():
+        gate = asyncio.Semaphore(4)
+
+        async def one(name, raw, options):
+            async with gate:
+                return name, await abuse.exchange(port, raw, **options)
+
+        return await asyncio.gather(*(one(*case) for case in abuse.fuzz_cases()))
+
+    results = run(fuzz())
+    assert len(results) >= 200
+    bad = [(name, a.label, a.body[:120]) for name, a in results if a.status is not None and a.status >= 500
+           and not (a.status == 503 and "retry-after" in a.headers)]
+    assert bad == []
+    answered = [a for _, a in results if a.status is not None]
+    assert len(answered) >= 0.9 * len(results)  # the rest: requests uvicorn refuses by closing, or still awaits
