@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from skillrouter.common.raycluster import ensure_ray
 from skillrouter.config import PipelineConfig
@@ -71,7 +72,7 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
                batch_size: int = 64, max_batch_tokens: int | None = None, compile: bool = False,
                use_gpu: bool | None = None, progress: bool = True) -> np.ndarray:
     """One unit row per skill, in input order, from a Ray Data actor pool fed the longest skills first (`pool_size`
-    actors; Ray Data's progress bar on stderr unless `progress` is false)."""
+    actors; a progress bar on stderr unless `progress` is false)."""
     import pyarrow as pa
     import ray
 
@@ -82,25 +83,24 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
     order = np.argsort([-len(s.body) for s in skills], kind="stable")
     table = pa.table({"idx": pa.array(order, pa.int64()),
                       **{c: [getattr(skills[i], c) for i in order] for c in SKILL_COLUMNS}})
-    ctx = ray.data.DataContext.get_current()  # a dataset copies the context when it is made: set it first
-    shown = ctx.enable_progress_bars
-    ctx.enable_progress_bars = progress
     rows = batch_size * 4  # one block per actor call, so that every actor of the pool gets work
     ds = ray.data.from_arrow([table.slice(i, rows) for i in range(0, len(table), rows)])
+    del table  # the blocks are in the object store now
     kwargs = {"spec": spec, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "compile": compile,
               "fields": fields}
     ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs=kwargs, batch_size=rows,
                         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
                         num_cpus=cpus)
     out: np.ndarray | None = None
-    try:
+    # our own bar, not Ray Data's: one line that also advances in a log file (mininterval), in skills
+    with tqdm(total=len(skills), desc="embedding skills", unit=" skills", disable=not progress, mininterval=5,
+              file=sys.stderr) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             emb = np.asarray(batch["embedding"], dtype=np.float32)
             if out is None:
                 out = np.empty((len(skills), emb.shape[1]), dtype=np.float32)
             out[batch["idx"]] = emb
-    finally:
-        ctx.enable_progress_bars = shown
+            bar.update(len(emb))
     return out
 
 
@@ -120,8 +120,7 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
         texts, owner = skill_texts(skills, spec, fields)
         emb = mean_rows(embed(texts), owner, len(skills))
     else:
-        log(f"corpus embeddings: {len(skills):,} skills with {spec.model} on a Ray Data actor pool (progress on "
-            "stderr)")
+        log(f"corpus embeddings: {len(skills):,} skills with {spec.model} on a Ray Data actor pool")
         emb = embed_pool(skills, spec, fields=fields, actors=actors, batch_size=batch_size,
                          max_batch_tokens=max_batch_tokens, compile=compile)
     save_embeddings(emb, path, spec, skills)
