@@ -13,18 +13,25 @@ def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster)
             [sys.executable, "jobs/run_pipeline.py", "--config", "configs/minilm.yaml", f"run_dir={tmp_path}",
              "examples=[merge these PDF files into one]", f"mining.cache_dir={tmp_path / 'cache'}",
              "encoder.max_groups=48", "reranker.max_groups=24",
-             "eval.systems=[bm25,bm25-nd,finetuned,finetuned+reranker]", *args],
+             "eval.systems=[bm25,bm25-nd,finetuned,finetuned+reranker]", "eval.benchmark=bundled",
+             "routing.validation_queries=24", *args],
             cwd=repo_root, capture_output=True, text=True, check=True,
             env={**os.environ, "RAY_ADDRESS": ray_cluster}).stdout
 
     out = pipeline()
     # the index is built with the encoder just fine-tuned, then Serve answers the example over HTTP
     assert f"skills with {tmp_path / 'models' / 'encoder'} -> {tmp_path / 'index' / 'skills.db'}" in out
-    assert re.search(r"^> merge these PDF files into one\n   bm25: \d+ ms in the server", out, re.M)
+    assert re.search(r"^> merge these PDF files into one\n   (bm25|dense|hybrid)( \+ rerank)?: \d+ ms in the server",
+                     out, re.M)
+    # the served system was chosen on the queries of skills held out of training, and is evaluated too
+    selection = json.loads((tmp_path / "select" / "selection.json").read_text())
+    assert selection["validation"]["queries"] == 24 and selection["why"] in out
+    assert {r["first_stage"] for r in selection["rows"]} == {"bm25", "finetuned", "hybrid:finetuned"}
+    assert (tmp_path / "eval" / "bundled-dev" / selection["system"] / "metrics.json").exists()
     assert "rank  skill" in out and f"serving: index skills_v1 (239 skills, encoder {tmp_path}" in out
     assert "quarantined 0" in out
     for system in ("bm25", "bm25-nd"):
-        metrics = json.loads((tmp_path / "eval" / system / "metrics.json").read_text())
+        metrics = json.loads((tmp_path / "eval" / "bundled-dev" / system / "metrics.json").read_text())
         assert metrics["metrics"]["all"]["n"] >= 120
         assert re.search(rf"^{re.escape(system)} +all ", out, re.M)
     queries = pq.read_table(tmp_path / "queries" / "queries.parquet")
@@ -44,9 +51,9 @@ def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster)
 
     # a second run resumes from the outputs: nothing is mined, trained, indexed or evaluated again
     before = {p: p.stat().st_mtime_ns for p in [tmp_path / "mined" / "groups.parquet",
-                                                  tmp_path / "eval" / "finetuned" / "metrics.json"]}
+                                                  tmp_path / "eval" / "bundled-dev" / "finetuned" / "metrics.json"]}
     again = pipeline("--skip", "queries,serve")
-    for name in ("mining", "index", "eval/bm25", "eval/finetuned+reranker"):
+    for name in ("mining", "index", "select", "eval/bundled-dev/bm25", "eval/bundled-dev/finetuned+reranker"):
         assert re.search(rf"^   {re.escape(name)}: up to date", again, re.M), name
     assert "skipped (--skip): using" in again and "encoder: up to date" in again
     assert {p: p.stat().st_mtime_ns for p in before} == before
