@@ -314,11 +314,6 @@ class ServingConfig(_Section):
         max_ongoing_requests=1, max_queued_requests=8, num_cpus=0.1))
 
 
-class PipelineConfig(_Section):
-    """A whole profile: one file in `configs/` drives every stage."""
-
-    run_dir: str = "runs/local"
-    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
 class Example(_Section):
     """A request the main job routes as a demo, and the skills a right answer puts first (any of them)."""
 
@@ -332,6 +327,11 @@ class Example(_Section):
         return {"query": value} if isinstance(value, str) else value
 
 
+class PipelineConfig(_Section):
+    """A whole profile: one file in `configs/` drives every stage."""
+
+    run_dir: str = "runs/local"
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     bm25: BM25Config = Field(default_factory=BM25Config)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     querygen: QueryGenConfig = Field(default_factory=QueryGenConfig)

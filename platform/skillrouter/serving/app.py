@@ -66,10 +66,10 @@ def build_app(config: PipelineConfig, log: Callable[[str], None] = print):
     from skillrouter.serving.deployments import IndexAdmin, Ingress, RerankerDeployment, Retriever
 
     config = absolute_paths(config)
-    prepare(config, log)
     if config.serving.use_selection and (selection := read_selection(config.run_dir)) is not None:
         config = served_config(config, selection)
         log(f"serving: {selection['system']}, as the run's selection chose ({selection['why']})")
+    prepare(config, log)
     cfg, gpus = config.serving, _cluster_gpus()
     model = reranker_model(config)
     if model is None and cfg.rerank:
