@@ -13,7 +13,7 @@ from skillrouter.config import PipelineConfig, load_config
 from skillrouter.corpus.ingest import write_skills
 from skillrouter.evaluation.benchmark import export_eval_core, load_benchmark, load_eval_core
 from skillrouter.evaluation.report import Ablation, paper_comparisons, read_run, reranker_warnings, write_report
-from skillrouter.evaluation.runner import EvalResult, evaluate_system, read_result, write_result
+from skillrouter.evaluation.runner import EvalResult, eval_dir, evaluate_system, read_result, tie_order, write_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -190,24 +190,25 @@ def test_eval_runs_servings_first_stage_with_the_same_rankings(tmp_path):
     bench = load_benchmark("bundled")
     config = PipelineConfig(run_dir=str(tmp_path))
     queries = [t.query for t in bench.tasks]
-    ids = [s.id for s in bench.skills]
-    hybrid = Router(bench.skills, "hybrid", config)  # embeds the pool once: the index below reuses it
+    pool = tie_order(bench.skills, config.eval.tie_seed)  # the order the evaluation ranks the pool in
+    ids = [s.id for s in pool]
+    hybrid = Router(pool, "hybrid", config)  # embeds the pool once: the index below reuses it
     stage = hybrid.retriever.stage
     evaluated = {"bm25": evaluate_system("bm25", bench, config).predictions,
                  "hybrid": evaluate_system("hybrid", bench, config, router=hybrid).predictions}
 
-    bm25 = build_bm25(bench.skills, config.bm25)
+    bm25 = build_bm25(pool, config.bm25)
     bm25_top = bm25.search(queries, 100)[0]
-    dense_top = top_k(stage.encoder.encode_queries(queries) @ stage.dense.embeddings.T, 100)[0]
+    dense_top = top_k(stage.encoder.encode_queries(queries) @ stage.dense.matrix.T, 100)[0]
     for t, b, d in zip(bench.tasks, bm25_top, dense_top):
         assert evaluated["bm25"][t.task_id] == [ids[i] for i in b[:50]]
         fused = reciprocal_rank_fusion([[ids[i] for i in d], [ids[i] for i in b]])
         assert evaluated["hybrid"][t.task_id] == [s for s, _ in fused[:50]]
 
     config.mining.cache_dir = str(tmp_path / "cache")
-    build_index(bench.skills, config, embeddings=stage.dense.embeddings, log=lambda _: None)
+    build_index(pool, config, embeddings=stage.dense.matrix, log=lambda _: None)
     with open_index(config) as index:
-        serving = FirstStage(Catalogue(bench.skills), index, stage.encoder, bm25)
+        serving = FirstStage(Catalogue(pool), index, stage.encoder, bm25)
         for kind in ("bm25", "hybrid"):
             served = serving.search([RetrieveQuery(q, 50, kind) for q in queries])
             assert {t.task_id: [s for s, _ in r.hits] for t, r in zip(bench.tasks, served)} == evaluated[kind]
@@ -297,7 +298,8 @@ def finished_run(tmp_path, bench_dir):
                    run / "mined" / "groups.parquet")
     export_eval_core(bench, run / "benchmark")
     config = PipelineConfig(run_dir=str(run))
-    write_result(evaluate_system("bm25", load_eval_core(run / "benchmark"), config), run / "eval" / "bm25")
+    saved = load_eval_core(run / "benchmark")
+    write_result(evaluate_system("bm25", saved, config), eval_dir(run, saved.name) / "bm25")
     return config
 
 

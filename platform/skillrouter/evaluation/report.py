@@ -187,7 +187,7 @@ def plot_metrics(results: Sequence[EvalResult], path: Path, metrics: Sequence[st
             ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
     ax.set_xticks(range(len(metrics)), [SHORT.get(m, m) for m in metrics])
     ax.set_ylim(0, 108)
-    ax.set_ylabel("% of tasks (nDCG: %)")
+    ax.set_ylabel("score, % (Hit, Recall, Coverage: of tasks)")
     ax.set_title(f"Metrics per system, all tasks ({_task_count(results)})")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
@@ -207,6 +207,9 @@ def plot_hit_curves(results: Sequence[EvalResult], path: Path, retrieve_k: int |
     subsets = [s for s in SUBSETS if any(r.hit_at_k.get(s) for r in results)]
     fig = Figure(figsize=(4.6 * len(subsets) + 2.2, 4.4), layout="constrained")
     axes = fig.subplots(1, len(subsets), sharey=True, squeeze=False)[0]
+    # systems that crowd near the top get the axis to themselves: it starts 10 points under the lowest Hit@1
+    lowest = min((100 * r.hit_at_k[s][0] for r in results for s in subsets if r.hit_at_k.get(s)), default=0.0)
+    floor = max(0.0, 10 * (lowest // 10) - 10)
     for ax, subset in zip(axes, subsets):
         for r in results:
             curve = r.hit_at_k.get(subset)
@@ -217,7 +220,7 @@ def plot_hit_curves(results: Sequence[EvalResult], path: Path, retrieve_k: int |
                     linestyle="--" if style["reranked"] else "-", linewidth=1.6, label=r.system)
         if retrieve_k:
             ax.axvline(retrieve_k, color="grey", linewidth=0.8, linestyle=":")
-            ax.text(retrieve_k, 2, f" reranked\n top {retrieve_k}", color="grey", fontsize=7, va="bottom")
+            ax.text(retrieve_k, floor + 2, f" reranked\n top {retrieve_k}", color="grey", fontsize=7, va="bottom")
         ax.set_xscale("log")
         ticks = [k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= max(len(r.hit_at_k.get(subset, [])) for r in results)]
         ax.set_xticks(ticks, [str(k) for k in ticks])
@@ -226,8 +229,8 @@ def plot_hit_curves(results: Sequence[EvalResult], path: Path, retrieve_k: int |
         ax.set_title(f"{SUBSET_NAMES[subset]} (n={n})")
         ax.set_xlabel("k")
         ax.grid(alpha=0.3)
-        ax.set_ylim(0, 101)
-    axes[0].set_ylabel("Hit@k: a needed skill in the top k (%)")
+        ax.set_ylim(floor, 101)
+    axes[0].set_ylabel("Hit@k: a needed skill in the top k (%)" + (f", axis from {floor:.0f}" if floor else ""))
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     fig.savefig(path, dpi=130)
     return path

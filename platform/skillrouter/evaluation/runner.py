@@ -91,12 +91,14 @@ def tie_order(skills: Sequence[Skill], seed: int) -> list[Skill]:
 
 
 def evaluate_system(system: str, bench: Benchmark, config: PipelineConfig | None = None,
-                    top_k: int | None = None) -> EvalResult:
-    """Route every task's request with `system` over the benchmark's pool (in `tie_order`) and score the rankings."""
+                    top_k: int | None = None, router: Router | None = None) -> EvalResult:
+    """Route every task's request with `system` over the benchmark's pool (in `tie_order`) and score the rankings.
+    `router`: one already built for `system` over `tie_order(bench.skills, config.eval.tie_seed)`, to reuse its
+    models."""
     config = config or PipelineConfig()
     top_k = top_k or config.eval.top_k
     started = time.perf_counter()
-    router = Router(tie_order(bench.skills, config.eval.tie_seed), system, config)
+    router = router or Router(tie_order(bench.skills, config.eval.tie_seed), system, config)
     routes = router.route_batch([t.query for t in bench.tasks], min(top_k, len(bench.skills)))
     predictions = {t.task_id: [r.skill_id for r in ranked] for t, ranked in zip(bench.tasks, routes)}
     per_task = {t.task_id: task_metrics(predictions[t.task_id], set(t.gt_skill_ids), t.relevance)
