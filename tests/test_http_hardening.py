@@ -134,3 +134,50 @@ def test_a_fuzz_of_malformed_requests_gets_no_5xx(port, abuse):
     assert bad == []
     answered = [a for _, a in results if a.status is not None]
     assert len(answered) >= 0.9 * len(results)  # the rest: requests uvicorn refuses by closing, or still awaits
+
+
+def test_the_proxy_refuses_routes_over_the_limit_itself_and_times_out_stalled_bodies():
+    """`ProxyAdmission` (it runs in Serve's proxy): over the limit a route is 503 + Retry-After without reaching
+    the app; a body that never arrives is 408 and closed; other paths pass untouched."""
+    import asyncio
+
+    from skillrouter.serving.edge import ProxyAdmission
+
+    async def scenario():
+        release, reached = asyncio.Event(), []
+
+        async def app(scope, receive, send):
+            reached.append((scope["path"], (await receive())["body"]))
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        proxy = ProxyAdmission(app, max_in_flight=2, body_timeout_s=0.2, retry_after_s=3, max_body_bytes=100)
+
+        async def call(path, chunks, stall=False):
+            sent, queue = [], list(chunks)
+
+            async def receive():
+                if queue:
+                    return {"type": "http.request", "body": queue.pop(0), "more_body": bool(queue) or stall}
+                await asyncio.sleep(10)  # a client that stopped sending
+            async def send(message):
+                sent.append(message)
+            await proxy({"type": "http", "method": "POST", "path": path, "headers": []}, receive, send)
+            start = next(m for m in sent if m["type"] == "http.response.start")
+            return start["status"], dict(start["headers"])
+
+        first = [asyncio.ensure_future(call("/v1/route", [b'{"query": "a"}'])) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        status, headers = await call("/v1/route", [b'{"query": "b"}'])  # two in flight: refused here
+        assert status == 503 and headers[b"retry-after"] == b"3" and len(reached) == 2
+        status, headers = await call("/v1/route", [b'{"que'], stall=True)
+        assert status == 408 and headers[b"connection"] == b"close"
+        assert (await call("/v1/route", [b"x" * 101]))[0] == 413
+        other = asyncio.ensure_future(call("/healthz", [b""]))  # not a route: passes, whatever is in flight
+        await asyncio.sleep(0.05)
+        release.set()
+        assert [s for s, _ in await asyncio.gather(*first, other)] == [200, 200, 200]
+        assert reached[:2] == [("/v1/route", b'{"query": "a"}')] * 2 and proxy.in_flight == 0
+
+    asyncio.run(scenario())

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from skillrouter.config import DeploymentConfig, PipelineConfig, load_config
 from skillrouter.serving.admin import prepare, reranker_model
-from skillrouter.serving.edge import CALLBACK, CALLBACK_ENV
+from skillrouter.serving.edge import proxy_env
+from skillrouter.serving.schemas import MAX_ROUTE_BODY_BYTES
 
 APP_NAME = "skillrouter"
 LOGGING = {"encoding": "JSON"}  # replica logs as JSON lines, each with its request id and our fields
@@ -119,8 +120,11 @@ def start(config: PipelineConfig, log: Callable[[str], None] = print) -> str:
 
     ensure_ray()
     host, port = config.serving.host, config.serving.port or free_port(config.serving.host)
+    cfg = config.serving
+    replicas = cfg.ingress.autoscaling.max_replicas if cfg.ingress.autoscaling else cfg.ingress.num_replicas
+    env = proxy_env(cfg.max_in_flight * replicas, cfg.body_timeout_s, cfg.retry_after_s, MAX_ROUTE_BODY_BYTES)
     serve.start(http_options={"host": host, "port": port},  # the proxies inherit the controller's environment
-                controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}})
+                controller_options={"runtime_env": {"env_vars": env}})
     serve.run(build_app(config, log), name=APP_NAME, route_prefix="/", logging_config=LOGGING)
     return f"http://{host}:{port}"
 
