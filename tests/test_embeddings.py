@@ -62,3 +62,21 @@ def test_the_ray_data_pool_gives_the_in_process_rows(ray_cluster, skills):
     nd = embeddings.embed_pool(skills, spec, fields="name_description", actors=2, batch_size=4, progress=False)
     np.testing.assert_allclose(nd, encoder.encode_skills(skills, 16, fields="name_description"), atol=1e-5)
 
+
+
+def test_one_cache_entry_serves_a_corpus_in_any_order(tmp_path, skills):
+    """The evaluation ranks its pool in a seeded random order: the rows come back in the caller's order, from the
+    entry the corpus's own order filled."""
+    spec = EncoderSpec("minilm", 128)
+    encoder = Encoder.load(spec, device="cpu")
+    calls = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        return encoder.encode(texts)
+    ordered = embeddings.embed_skills(skills, spec, tmp_path, embed=embed, log=lambda _: None)
+    shuffled = [skills[i] for i in np.random.default_rng(0).permutation(len(skills))]
+    again = embeddings.embed_skills(shuffled, spec, tmp_path, embed=embed, log=lambda _: None)
+    assert len(calls) == 1 and len(list(tmp_path.rglob("*.npy"))) == 1  # embedded once
+    rows = {s.id: row for s, row in zip(skills, ordered)}
+    assert all(np.array_equal(rows[s.id], row) for s, row in zip(shuffled, again))

@@ -28,11 +28,18 @@ from skillrouter.models.windows import mean_rows
 IN_PROCESS_MAX = 5000  # skills a caller may embed in its own process; more go through a Ray Data actor pool
 
 
+def id_order(skills: Sequence[Skill]) -> np.ndarray:
+    """Positions of `skills` sorted by id: the cache's row order, so that one corpus in any order (an evaluation
+    ranks its pool in a seeded random order) shares one cache entry."""
+    return np.array(sorted(range(len(skills)), key=lambda i: skills[i].id), dtype=np.int64)
+
+
 def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill], fields: SkillText = "full") -> Path:
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.model.strip("/"))[-60:]
     spec_hash = hashlib.sha256((spec.cache_key() + model_version(spec.model)).encode()).hexdigest()[:8]
     suffix = "" if fields == "full" else f"-{fields}"  # keys written before fields existed stay valid
-    return Path(cache_dir) / f"{model}-{spec_hash}" / f"{corpus_version(skills)}{suffix}.npy"
+    version = corpus_version([skills[i] for i in id_order(skills)])  # one entry per corpus, in any order
+    return Path(cache_dir) / f"{model}-{spec_hash}" / f"{version}{suffix}.npy"
 
 
 SKILL_COLUMNS = ("id", "name", "description", "body", "category")
@@ -114,7 +121,10 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
     path = cache_path(cache_dir, spec, skills, fields)
     if path.exists():
         log(f"corpus embeddings: cached {path}")
-        return np.load(path)
+        cached = np.load(path)
+        out = np.empty_like(cached)
+        out[id_order(skills)] = cached  # back from the cache's id order to the caller's
+        return out
     started = time.perf_counter()
     if embed:
         texts, owner = skill_texts(skills, spec, fields)
@@ -131,7 +141,7 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
 def save_embeddings(emb: np.ndarray, path: Path, spec: EncoderSpec, skills: Sequence[Skill]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb.astype(np.float32))
+    np.save(tmp, emb[id_order(skills)].astype(np.float32))  # rows by id (`id_order`), whatever the caller's order
     tmp.replace(path)  # a reader never sees half a file
     path.with_suffix(".json").write_text(json.dumps({"model": spec.model, "spec": spec.cache_key(),
                                                       "skills": len(skills), "dim": int(emb.shape[1])}) + "\n")
