@@ -10,6 +10,25 @@ What Milvus Lite 3 (pure Python, milvus-lite 3.2) does and does not do, checked 
 - collections come back released after a reopen (loaded here before any read); a search returns every field,
   the vector too, unless `output_fields` is named;
 - one process owns a `.db` (an advisory lock held until that process closes it): see `lite_replica`.
+
+What a Milvus server differs in, checked against a real standalone server 2.3.5 (PyPI's `milvus`, run by
+`tests/test_milvus_server.py` through `skillrouter.testing.milvus_server`) and said here once:
+- `filter_params` templates exist from 2.5: 2.3.5 refuses `id in {p0}` as a parse error. `open` reads the server's
+  version once; from 2.5 values are bound, before it they are the escaped literals Lite gets (the same grammar for
+  quotes and backslashes: hostile ids and values match exactly themselves on 2.3.5);
+- consistency: a collection's default level is Bounded, and a search or query issued right after a write, from any
+  client, misses it (10 of 10 upserts here); Strong waits for the query node's next time tick (about 285 ms per
+  search here, against 4 ms). So every write on a server ends with one Strong query (`_settle`), which returns
+  once the query node has applied the write; a Bounded read is served at the query node's current service time,
+  which is then past the write, so every reader, in any process, sees it as soon as the write call returns, at
+  Bounded's price. (With several in-memory replicas of a collection, `load_collection(replica_number>1)`, which
+  this store never asks for, only the replica the Strong query reached would be known to be there.)
+  Only builds flush (sealing the segments the HNSW index is built on): a flush per admin edit would cost about 2 s
+  and leave a tiny segment each time;
+- pymilvus' `query_iterator` pastes the last id of a page into `id > "..."` unescaped (an id with a quote or a
+  backslash breaks it, on Lite too): `rows` pages by id itself, through `_quoted`;
+- a token (`user:password`, `root:Milvus` by default) is checked when the server's
+  `common.security.authorizationEnabled` is on: a missing or wrong one cannot connect.
 """
 
 from __future__ import annotations
@@ -33,6 +52,8 @@ from skillrouter.retrieval.filters import UnsafeValue, value_problem
 FIELD_MAX_BYTES = {"content_hash": 64, "name": 512, "category": 256, "source": 256}
 EXPRESSION_FIELDS = ("id", "category", "source")
 ENCODER_PROPERTY, VERIFIED_PROPERTY = "skillrouter.encoder", "skillrouter.verified"
+TEMPLATES_SINCE = (2, 5)  # the first server version that binds `filter_params`
+ROWS_PAGE = 5000  # rows per query of `rows`
 INSERT_BATCH_BYTES = 16 << 20  # well under gRPC's 64 MiB message limit at any dimension
 SEARCH_BATCH = 1024  # queries per request; a server refuses more than 16,384
 ID_BATCH = 1000  # ids per delete request
@@ -71,6 +92,13 @@ def clip(text: str | None, max_bytes: int) -> str:
     return (text or "").encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
 
 
+def binds_values(server_version: str) -> bool:
+    """Whether a server of this version (`get_server_version()`, e.g. `v2.3.5-lite`, `v2.5.4`) binds
+    `filter_params`; a version it cannot read gets escaped literals, which every version parses."""
+    found = re.search(r"(\d+)\.(\d+)", server_version or "")
+    return bool(found) and (int(found[1]), int(found[2])) >= TEMPLATES_SINCE
+
+
 def _quoted(value: str) -> str:
     # a double-quoted literal with `\` and `"` escaped reads the same in Lite's grammar and the server's (C's
     # escapes through Go's strconv.Unquote); `'` needs no escape there, and control characters never get here
@@ -79,9 +107,9 @@ def _quoted(value: str) -> str:
 
 def expression(clauses: Sequence[tuple[str, Sequence[str]]], *, bind: bool) -> tuple[str, dict[str, list[str]]]:
     """`(filter, filter_params)` for `field in [values]` clauses joined by `and`: every expression built from values
-    comes from here. A Milvus server (2.5+) binds the values (`field in {p0}`, `filter_params={"p0": [...]}` on
-    search, query and delete); Milvus Lite cannot, so they become escaped literals. Raises `UnsafeValue` for a
-    value neither can carry, before any call."""
+    comes from here. A Milvus server 2.5+ binds the values (`field in {p0}`, `filter_params={"p0": [...]}` on
+    search, query and delete); Milvus Lite and older servers cannot, so they become escaped literals. Raises
+    `UnsafeValue` for a value neither can carry, before any call."""
     parts, params = [], {}
     for field, values in clauses:
         if field not in EXPRESSION_FIELDS:
@@ -162,14 +190,15 @@ class SkillIndex:
     Methods that take `collection` default to the version the alias points to now.
     """
 
-    def __init__(self, client, uri: str, alias: str, index_type: str = "FLAT"):
+    def __init__(self, client, uri: str, alias: str, index_type: str = "FLAT", bind: bool | None = None):
         if index_type not in MIN_SELF_RECALL:
             raise ValueError(f"index_type must be one of {', '.join(MIN_SELF_RECALL)}, got {index_type!r}")
         self.client, self.uri, self.alias, self.index_type = client, uri, alias, index_type
+        self.bind = not is_lite(uri) if bind is None else bind  # `open` asks the server (`binds_values`)
         self._loaded: set[str] = set()
 
     def _expression(self, clauses: Sequence[tuple[str, Sequence[str]]]) -> tuple[str, dict[str, list[str]]]:
-        return expression(clauses, bind=not is_lite(self.uri))
+        return expression(clauses, bind=self.bind)
 
     @classmethod
     def open(cls, uri: str, alias: str = "skills", *, token: str = "", index_type: str = "FLAT",
@@ -197,7 +226,9 @@ class SkillIndex:
                 with _lite_lock(Path(uri), wait_s=0):  # raises the clear error when another process owns it
                     pass
             raise SkillIndexError(f"cannot open the index at {uri}: {err.message}") from None
-        return cls(client, uri, alias, index_type)
+        if is_lite(uri):
+            return cls(client, uri, alias, index_type, bind=False)
+        return cls(client, uri, alias, index_type, bind=binds_values(client.get_server_version()))
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop this process' in-process server, which frees the file for
@@ -296,13 +327,18 @@ class SkillIndex:
 
     # -- writes --------------------------------------------------------------------------------------------
 
-    def _rows(self, skills: Sequence[Skill], vectors: np.ndarray) -> list[dict]:
+    @staticmethod
+    def _check(skills: Sequence[Skill], vectors: np.ndarray) -> None:
+        """Refuse, before any request, a write that a later batch would fail."""
         if len(skills) != len(vectors):
             raise ValueError(f"{len(skills)} skills but {len(vectors)} vectors")
-        rows = []
-        for skill, vector in zip(skills, vectors):
+        for skill in skills:
             if (problem := id_problem(skill.id)) is not None:  # a row no expression could address again
                 raise UnsafeValue(f"skill id {skill.id!r:.100}: {problem}")
+
+    def _rows(self, skills: Sequence[Skill], vectors: np.ndarray) -> list[dict]:
+        rows = []
+        for skill, vector in zip(skills, vectors):
             row = {"id": skill.id, "vector": vector, "content_hash": skill.content_hash, "name": skill.name,
                    "category": skill.category, "source": skill.source}
             rows.append({k: v if k in ("id", "vector") else clip(v, FIELD_MAX_BYTES[k]) for k, v in row.items()})
@@ -313,26 +349,37 @@ class SkillIndex:
         for start in range(0, len(skills), step):
             yield self._rows(skills[start:start + step], vectors[start:start + step])
 
+    def _settle(self, collection: str) -> None:
+        """After a write: Lite's file is flushed; a server is waited on until every reader sees the write (a
+        Strong query: see the module's docstring)."""
+        if is_lite(self.uri):
+            self.client.flush(collection)
+        else:
+            self.count(collection)
+
     def insert(self, skills: Sequence[Skill], vectors: np.ndarray, collection: str) -> None:
         """Add rows in batches to a new version (`upsert` is for the live one)."""
+        self._check(skills, vectors)
         for rows in self._batches(skills, vectors):
             self.client.insert(collection, rows)
         self.client.flush(collection)
 
     def upsert(self, skills: Sequence[Skill], vectors: np.ndarray, collection: str | None = None) -> None:
-        """Insert or replace rows by id."""
+        """Insert or replace rows by id; every reader sees them when this returns."""
+        self._check(skills, vectors)
         collection = collection or self.require_live()
         for rows in self._batches(skills, vectors):
             self.client.upsert(collection, rows)
-        self.client.flush(collection)
+        self._settle(collection)
 
     def delete(self, ids: Sequence[str], collection: str | None = None) -> None:
-        """Remove rows by id (every id checked before the first request)."""
-        collection = collection or self.require_live()
+        """Remove rows by id (every id checked before the first request); every reader misses them when this
+        returns."""
         batches = [self._expression([("id", ids[start:start + ID_BATCH])]) for start in range(0, len(ids), ID_BATCH)]
+        collection = collection or self.require_live()
         for expr, params in batches:  # never pymilvus' `ids=`, which pastes ids into `id in [...]` unescaped
             self.client.delete(collection, filter=expr, filter_params=params)
-        self.client.flush(collection)
+        self._settle(collection)
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -370,14 +417,19 @@ class SkillIndex:
                                       filter_params=expr[1], output_fields=fields, search_params=params)
         return out
 
-    def rows(self, fields: Sequence[str], collection: str | None = None) -> Iterator[dict]:
-        """Every row's id and `fields`, read with an iterator (a server caps a plain query's window)."""
-        it = self.client.query_iterator(self._ready(collection), batch_size=5000, output_fields=list(fields))
-        try:
-            while batch := it.next():
-                yield from batch
-        finally:
-            it.close()
+    def rows(self, fields: Sequence[str], collection: str | None = None, page: int | None = None) -> Iterator[dict]:
+        """Every row's id and `fields`, in pages of `page` rows in id order (a server caps a plain query's window):
+        each page asks for the ids after the last one seen, as an escaped literal (`iterator` makes the server
+        return the smallest ids first, as pymilvus' own query iterator relies on)."""
+        name, page, after = self._ready(collection), page or ROWS_PAGE, None
+        while True:
+            batch = self.client.query(name, filter="" if after is None else f"id > {_quoted(after)}", limit=page,
+                                      output_fields=["id", *fields], iterator="True")
+            batch.sort(key=lambda r: r["id"])
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1]["id"]
 
     def hashes(self, collection: str | None = None) -> dict[str, str]:
         """{id: content_hash} of every row."""
