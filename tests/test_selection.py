@@ -12,7 +12,7 @@ from skillrouter.training.data import held_out_skills, sample_groups
 
 def test_fusion_rows_score_the_first_stage_alone_and_every_weight():
     hits = [[("a", 3.0), ("b", 2.0), ("c", 1.0)], [("a", 3.0), ("b", 2.9), ("c", 1.0)]]
-    wanted = ["b", "a"]  # the first stage misses the first; the reranker is sure of it, and unsure on the second
+    wanted = [{"b"}, {"a"}]  # the first stage misses the first; the reranker is sure of it, unsure on the second
     scores = [{"a": 0.0, "b": 5.0, "c": 0.0}, {"a": 0.1, "b": 0.0, "c": 0.2}]
     rows = fusion_rows("bm25", hits, scores, wanted, [0.0, 0.5, 1.0], retrieve_k=3)
     assert [r.weight for r in rows] == [None, 0.5, 1.0] and [r.system for r in rows] == \
@@ -67,7 +67,19 @@ def test_a_reranker_that_does_not_beat_its_first_stage_is_not_served(bundled, tm
     assert set(rows) == {"bm25", "bm25+reranker@0.5", "bm25+reranker"}
     assert rows["bm25"]["hit1"] > rows["bm25+reranker"]["hit1"]  # a random reranker is worse than BM25 here
     assert selection["system"] == "bm25" and selection["rerank"] is False and "not served" in selection["why"]
-    assert selection["validation"]["queries"] == 12
+    assert selection["validation"]["queries"] == 12 and selection["chosen_on"] == "validation"
     served = served_config(config, selection)
     assert served.serving.first_stage == "bm25" and served.serving.rerank is False
     assert served_config(config, None) is config
+
+
+def test_the_served_system_is_chosen_on_a_benchmark_when_one_is_named(bundled, tmp_path):
+    """With `routing.selection_benchmark`, the first stages compete on its requests (here the realistic set's
+    development split, which the reports leave out), each at the weight fitted on the validation queries."""
+    config = PipelineConfig.model_validate({
+        "run_dir": str(tmp_path), "routing": {"candidates": ["bm25"], "validation_queries": 12,
+                                              "selection_benchmark": "realistic-dev"}})
+    selection = select_system(bundled, _groups(bundled), config, log=lambda *_: None)
+    assert selection["chosen_on"] == "realistic-easy-dev" and selection["system"] == "bm25"
+    (row,) = selection["chosen_rows"]  # no reranker trained: the first stage alone
+    assert 0.5 < row["hit1"] < 1.0 and selection["rows"][0]["hit1"] == 1.0  # words of a description: easy

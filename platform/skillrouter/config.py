@@ -194,6 +194,8 @@ class RoutingConfig(_Section):
     candidates: list[str] = Field(default_factory=lambda: ["bm25", "finetuned", "hybrid:finetuned"],
                                   description="first stages the selection may serve: bm25, finetuned (the "
                                   "index's dense encoder) or hybrid:finetuned")
+    selection_benchmark: str | None = Field(None, description="a labelled benchmark the served system is chosen "
+                                            "on (e.g. realistic-dev, never reported); none: the validation queries")
     fusion_weights: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)],
                                         description="reranker weights tried (0: the first stage alone, 1: the "
                                         "reranker alone, the paper's)")

@@ -130,13 +130,28 @@ def load_bundled() -> Benchmark:
     return build_tasks(texts, relevance, {s.id for s in skills}, "bundled-dev", skills)
 
 
-def load_realistic(tier: str = "easy", lookalikes: int = 2, seed: int = 0) -> Benchmark:
+REALISTIC_SPLITS = ("all", "dev", "test")
+DEV_SHARE = 1 / 3  # of the realistic tasks, for choosing what to serve; the rest are reported
+
+
+def realistic_split(task_id: str) -> str:
+    """`dev` or `test`: a fixed third of the realistic tasks (by a hash of the id) is the development split that
+    the main job chooses its served system on, so the `test` split it reports first was never used to choose."""
+    return "dev" if int(hashlib.sha256(task_id.encode()).hexdigest(), 16) % 3 == 0 else "test"
+
+
+def load_realistic(tier: str = "easy", lookalikes: int = 2, seed: int = 0, split: str = "all") -> Benchmark:
     """The realistic set over the bundled sample corpus; the hard tier adds `lookalikes` (1 or 2) look-alike
-    distractors of every skill a task needs (relevance 0, ids `<id>~lookalike-<k>`)."""
+    distractors of every skill a task needs (relevance 0, ids `<id>~lookalike-<k>`). `split`: all tasks, or the
+    `dev` or `test` part (`realistic_split`)."""
     if tier not in REALISTIC_TIERS:
         raise BenchmarkError(f"unknown tier '{tier}': one of {', '.join(REALISTIC_TIERS)}")
+    if split not in REALISTIC_SPLITS:
+        raise BenchmarkError(f"unknown split '{split}': one of {', '.join(REALISTIC_SPLITS)}")
     skills = read_skills(SKILLS_DIR)
     texts, relevance = _read_labelled(REALISTIC_FILE)
+    if split != "all":
+        texts = {t: q for t, q in texts.items() if realistic_split(t) == split}
     if tier == "hard":
         from skillrouter.evaluation.distractors import lookalike_distractors
 
@@ -144,13 +159,20 @@ def load_realistic(tier: str = "easy", lookalikes: int = 2, seed: int = 0) -> Be
         pool = skills + lookalike_distractors(skills, needed, lookalikes, seed)
         # a seeded order, so that a system breaking score ties by pool position does not favour the originals
         skills = sorted(pool, key=lambda s: hashlib.sha256(f"{seed}:{s.id}".encode()).hexdigest())
-    return build_tasks(texts, relevance, {s.id for s in skills}, f"realistic-{tier}", skills)
+    name = f"realistic-{tier}" + ("" if split == "all" else f"-{split}")
+    return build_tasks(texts, relevance, {s.id for s in skills}, name, skills)
 
 
 def load_benchmark(spec: str | Path) -> Benchmark:
-    """`bundled`, `realistic` (or `realistic-easy`), `realistic-hard`, or an eval_core directory."""
-    named = {"bundled": load_bundled, "realistic": load_realistic, "realistic-easy": load_realistic,
-             "realistic-hard": lambda: load_realistic("hard")}
+    """`bundled`, `realistic` (or `realistic-easy`), `realistic-hard`, either with `-dev` or `-test` for a split
+    (`realistic-test`, `realistic-hard-dev`, ...), or an eval_core directory."""
+    named = {"bundled": load_bundled}
+    for tier in REALISTIC_TIERS:
+        for split in REALISTIC_SPLITS:
+            suffix = "" if split == "all" else f"-{split}"
+            named[f"realistic-{tier}{suffix}"] = lambda tier=tier, split=split: load_realistic(tier, split=split)
+            if tier == "easy":
+                named[f"realistic{suffix}"] = named[f"realistic-{tier}{suffix}"]
     return named[str(spec)]() if str(spec) in named else load_eval_core(spec)
 
 

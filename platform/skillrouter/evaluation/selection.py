@@ -47,15 +47,15 @@ class Row:
         return f"{self.first_stage}+reranker" + (f"@{self.weight:g}" if self.weight < 1.0 else "")
 
 
-def ranking_quality(rankings: Sequence[Sequence[str]], wanted: Sequence[str]) -> tuple[float, float]:
-    """(Hit@1, MRR@10) of rankings (ids, best first) against one wanted id each."""
-    hits = [hit_at_k(r, {w}, 1) for r, w in zip(rankings, wanted)]
-    mrr = [mrr_at_k(r, {w}, 10) for r, w in zip(rankings, wanted)]
+def ranking_quality(rankings: Sequence[Sequence[str]], wanted: Sequence[set[str]]) -> tuple[float, float]:
+    """(Hit@1, MRR@10) of rankings (ids, best first) against the skills each query needs."""
+    hits = [hit_at_k(r, w, 1) for r, w in zip(rankings, wanted)]
+    mrr = [mrr_at_k(r, w, 10) for r, w in zip(rankings, wanted)]
     return float(np.mean(hits)), float(np.mean(mrr))
 
 
 def fusion_rows(first_stage: str, hits: Sequence[list[tuple[str, float]]], scores: Sequence[dict[str, float]] | None,
-                wanted: Sequence[str], weights: Sequence[float], retrieve_k: int) -> list[Row]:
+                wanted: Sequence[set[str]], weights: Sequence[float], retrieve_k: int) -> list[Row]:
     """The first stage alone, then (with reranker `scores` per query) its order fused at every weight above 0."""
     rows = [Row(first_stage, None, *ranking_quality([[s for s, _ in h] for h in hits], wanted))]
     for weight in sorted({w for w in weights if w > 0}) if scores is not None else ():
@@ -82,9 +82,37 @@ def validation_queries(groups: pa.Table, config: PipelineConfig) -> tuple[list[s
     return [rows[i]["query"] for i in order], [rows[i]["positive_id"] for i in order], len(held_out)
 
 
+def score_candidates(skills: Sequence[Skill], queries: Sequence[str], wanted: Sequence[set[str]],
+                     config: PipelineConfig, reranker, weights: dict[str, Sequence[float]],
+                     log: Callable[[str], None]) -> list[Row]:
+    """Rows for every candidate first stage over `skills`: alone, and fused with `reranker` at its `weights`. Each
+    (query, skill) pair is reranked once, though the candidates' heads overlap."""
+    pool, k = tie_order(skills, config.eval.tie_seed), config.routing.retrieve_k
+    heads = {}
+    for name in config.routing.candidates:
+        indices, scores = get_system(name).build(pool, config).search(list(queries), k)
+        heads[name] = [[(pool[i].id, float(x)) for i, x in zip(row, row_scores)]
+                       for row, row_scores in zip(indices, scores)]
+    reranked = None
+    if reranker is not None:
+        by_id = {s.id: s for s in pool}
+        union = [sorted({s for h in heads.values() for s, _ in h[q]}) for q in range(len(queries))]
+        scored = rerank_scores(reranker, [(query, [by_id[s] for s in ids]) for query, ids in zip(queries, union)])
+        log(f"{len(queries)} queries, {sum(map(len, union)):,} pairs reranked for {len(heads)} first stages")
+        reranked = {name: [{s: scored[q][s] for s, _ in h[q]} for q in range(len(queries))]
+                    for name, h in heads.items()}
+    rows: list[Row] = []
+    for name, hits in heads.items():
+        rows += fusion_rows(name, hits, reranked and reranked[name], wanted, weights[name], k)
+    return rows
+
+
 def select_system(skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
                   log: Callable[[str], None] = print) -> dict:
-    """Score the candidates on the validation queries, choose the served system, and say why."""
+    """Fit each first stage's fusion weight on the validation queries (skills held out of training), choose the
+    served system on `routing.selection_benchmark` (requests written as users write them, never reported) or, without
+    one, on the validation queries too; say why."""
+    from skillrouter.evaluation.benchmark import load_benchmark
     from skillrouter.models.reranker import Reranker
 
     started = time.perf_counter()
@@ -98,50 +126,48 @@ def select_system(skills: Sequence[Skill], groups: pa.Table, config: PipelineCon
         reranker = Reranker.load(reranker_spec(config, trained_model(config, "reranker")))
     except ValueError:  # none trained: the first stages compete alone
         reranker = None
-    pool, k = tie_order(skills, config.eval.tie_seed), config.routing.retrieve_k
-    heads = {}
+    log(f"validation: the queries of {held_out} skills held out of training")
+    grid = {name: config.routing.fusion_weights for name in config.routing.candidates}
+    rows = score_candidates(skills, queries, [{w} for w in wanted], config, reranker, grid, lambda m: log("  " + m))
+    fitted = {}
     for name in config.routing.candidates:
-        indices, scores = get_system(name).build(pool, config).search(queries, k)
-        heads[name] = [[(pool[i].id, float(x)) for i, x in zip(row, row_scores)]
-                       for row, row_scores in zip(indices, scores)]
-    reranked = None
-    if reranker is not None:  # each (query, skill) pair once, though the candidates' heads overlap
-        by_id = {s.id: s for s in pool}
-        union = [sorted({s for h in heads.values() for s, _ in h[q]}) for q in range(len(queries))]
-        scored = rerank_scores(reranker, [(query, [by_id[s] for s in ids]) for query, ids in zip(queries, union)])
-        log(f"validation: {len(queries)} queries of {held_out} held-out skills; {sum(map(len, union)):,} pairs "
-            f"reranked for {len(heads)} first stages")
-        reranked = {name: [{s: scored[q][s] for s, _ in h[q]} for q in range(len(queries))]
-                    for name, h in heads.items()}
-    rows: list[Row] = []
-    for name, hits in heads.items():
-        rows += fusion_rows(name, hits, reranked and reranked[name], wanted, config.routing.fusion_weights, k)
-    chosen = best_row(rows)
-    alone = {r.first_stage: r for r in rows if r.weight is None}
-    plain = {r.first_stage: r for r in rows if r.weight == 1.0}
-    selection = {
+        fused = [r for r in rows if r.first_stage == name and r.weight is not None]
+        fitted[name] = [best_row(fused).weight] if fused else []
+    chooser, dev = "validation", None
+    if config.routing.selection_benchmark:
+        bench = load_benchmark(config.routing.selection_benchmark)
+        log(f"{bench.name}: {len(bench.tasks)} requests to choose on, each first stage alone and fused at its "
+            "fitted weight")
+        dev = score_candidates(bench.skills, [t.query for t in bench.tasks], [set(t.gt_skill_ids) for t in bench.tasks],
+                               config, reranker, fitted, lambda m: log("  " + m))
+        chooser = bench.name
+    chosen = best_row(dev or rows)
+    table = dev or rows
+    alone = {r.first_stage: r for r in table if r.weight is None}
+    return {
         "system": chosen.system, "first_stage": FIRST_STAGES[chosen.first_stage], "rerank": chosen.weight is not None,
-        "rerank_weight": chosen.weight if chosen.weight is not None else 1.0,
+        "rerank_weight": chosen.weight if chosen.weight is not None else 1.0, "chosen_on": chooser,
         "validation": {"queries": len(queries), "held_out_skills": held_out, "corpus": len(skills)},
         "reranker": None if reranker is None else reranker.spec.model,
-        "why": why(chosen, alone, plain), "rows": [asdict(r) | {"system": r.system} for r in rows],
+        "why": why(chosen, alone, {r.first_stage: r for r in rows if r.weight == 1.0}, chooser, fitted),
+        "rows": [asdict(r) | {"system": r.system} for r in rows],
+        "chosen_rows": [asdict(r) | {"system": r.system} for r in dev] if dev else None,
         "seconds": round(time.perf_counter() - started, 1)}
-    return selection
 
 
-def why(chosen: Row, alone: dict[str, Row], plain: dict[str, Row]) -> str:
-    """One sentence a person reads: what is served and what the reranker did against its own first stage."""
+def why(chosen: Row, alone: dict[str, Row], plain: dict[str, Row], chooser: str,
+        fitted: dict[str, list[float]]) -> str:
+    """One sentence a person reads: what is served, on what it won, and what the reranker did."""
     first = alone[chosen.first_stage]
-    text = (f"{chosen.system}: Hit@1 {100 * chosen.hit1:.1f}, MRR@10 {100 * chosen.mrr10:.1f} on the validation "
-            f"queries")
+    text = f"{chosen.system}: Hit@1 {100 * chosen.hit1:.1f}, MRR@10 {100 * chosen.mrr10:.1f} on {chooser}"
     if chosen.weight is not None:
         return text + (f", against {100 * first.hit1:.1f} / {100 * first.mrr10:.1f} for {chosen.first_stage} "
-                       "alone: the reranker helps")
+                       f"alone: the reranker, fused at the weight fitted on the validation queries, helps")
     reranked = plain.get(chosen.first_stage)
     if reranked is None:
         return text + " (no trained reranker)"
-    return text + (f"; the reranker does not beat it at any weight (alone: Hit@1 {100 * reranked.hit1:.1f}), "
-                   "so it is not served")
+    return text + (f"; the reranker (validation Hit@1 alone {100 * reranked.hit1:.1f}; fused at "
+                   f"{fitted[chosen.first_stage][0]:g}) does not beat it, so it is not served")
 
 
 def selection_table(selection: dict) -> list[str]:
@@ -154,8 +180,13 @@ def selection_table(selection: dict) -> list[str]:
         mine = [r for r in rows if r.first_stage == name]
         fused = [r for r in mine if r.weight not in (None, 1.0)]
         shown += [r for r in mine if r.weight in (None, 1.0)] + ([best_row(fused)] if fused else [])
-    table = format_table(["system", "Hit@1", "MRR@10"], [[r.system, 100 * r.hit1, 100 * r.mrr10] for r in shown],
-                         floatfmt=".1f")
+    chosen = {r["system"]: r for r in selection.get("chosen_rows") or []}
+    headers = ["system", "validation Hit@1", "MRR@10"]
+    if chosen:
+        headers += [f"{selection['chosen_on']} Hit@1", "MRR@10"]
+    table = format_table(headers, [[r.system, 100 * r.hit1, 100 * r.mrr10] + (
+        [100 * chosen[r.system]["hit1"], 100 * chosen[r.system]["mrr10"]] if r.system in chosen
+        else ["", ""] if chosen else []) for r in shown], floatfmt=".1f")
     return table.splitlines()
 
 
