@@ -223,3 +223,29 @@ def test_fused_rerank_order_moves_from_the_first_stage_to_the_reranker():
     assert ids[2] == ["c", "a", "b", "d", "tail"]  # in between: its confident pick rises, its noise does not
     flat = {"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5}  # ties keep the first stage's order, at every weight
     assert all([h[0] for h in rerank_order(hits, flat, 4, w)] == ["a", "b", "c", "d", "tail"] for w in (0.0, 0.5, 1.0))
+
+
+def test_rerank_scores_scores_a_pair_once_per_model_and_skill_text():
+    import torch
+
+    from skillrouter.corpus.skill import Skill
+    from skillrouter.retrieval.rerank import rerank_scores
+
+    class Counting:  # a cross-encoder scoring by body length, counting the pairs it is given
+        def __init__(self):
+            self.pairs = 0
+
+        def score_batch(self, items):
+            self.pairs += sum(len(skills) for _, skills in items)
+            return [torch.tensor([float(len(s.body)) for s in skills]) for _, skills in items]
+
+    a, b = Skill("a", "a", "a", "one"), Skill("b", "b", "b", "three")
+    model = Counting()
+    first = rerank_scores(model, [("q", [a, b]), ("r", [a])])
+    again = rerank_scores(model, [("q", [b, a]), ("r", [a, b])])
+    assert first == [{"a": 3.0, "b": 5.0}, {"a": 3.0}] and again == [{"b": 5.0, "a": 3.0}, {"a": 3.0, "b": 5.0}]
+    assert model.pairs == 4  # only (r, b) was new
+    edited = Skill("a", "a", "a", "one, edited")  # the same id with another text is another pair
+    assert rerank_scores(model, [("q", [edited])]) == [{"a": 11.0}] and model.pairs == 5
+    other = Counting()  # another model scores for itself
+    assert rerank_scores(other, [("q", [a])]) == [{"a": 3.0}] and other.pairs == 1

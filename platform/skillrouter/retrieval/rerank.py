@@ -9,18 +9,35 @@ refine it instead of overturning it, and weight 0 is the first stage's own order
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from skillrouter.corpus.skill import Skill
 
+SCORE_MEMO_SIZE = 50_000  # pairs remembered per process: a forward pass each; an entry holds its query (<= 2 KB)
+_memo: OrderedDict[tuple, float] = OrderedDict()
+
 
 def rerank_scores(reranker, items: Sequence[tuple[str, Sequence[Skill]]]) -> list[dict[str, float]]:
     """A cross-encoder's score of each (query, skill) pair, {skill id: score} per item; the pairs of every item
-    go through `Reranker.score_batch` together (length-sorted batches)."""
-    scored = reranker.score_batch([(q, list(skills)) for q, skills in items])
-    return [{s.id: float(x) for s, x in zip(skills, t.tolist())} for (_, skills), t in zip(items, scored)]
+    go through `Reranker.score_batch` together (length-sorted batches). A pair this process scored before with the
+    same model and the same skill text is not scored again (an LRU of `SCORE_MEMO_SIZE`): systems that share a
+    reranker see the same heads, and the evaluation scores a benchmark's pairs once for all of them."""
+    model = getattr(reranker, "spec", None) or reranker  # a model without a spec is its own key
+    keys = [[(model, q, s.id, s.content_hash) for s in skills] for q, skills in items]
+    known = {key: _memo[key] for row in keys for key in row if key in _memo}
+    todo = [(q, [s for s, key in zip(skills, row) if key not in known]) for (q, skills), row in zip(items, keys)]
+    todo = [(q, skills) for q, skills in todo if skills]
+    for (q, skills), scores in zip(todo, reranker.score_batch(todo) if todo else []):
+        known.update(((model, q, s.id, s.content_hash), float(x)) for s, x in zip(skills, scores.tolist()))
+    for key in (key for row in keys for key in row):
+        _memo[key] = known[key]
+        _memo.move_to_end(key)
+    while len(_memo) > SCORE_MEMO_SIZE:
+        _memo.popitem(last=False)
+    return [{s.id: known[key] for s, key in zip(skills, row)} for (_, skills), row in zip(items, keys)]
 
 
 def standardised(values: Sequence[float]) -> np.ndarray:
