@@ -181,3 +181,13 @@ def test_the_proxy_refuses_routes_over_the_limit_itself_and_times_out_stalled_bo
         assert reached[:2] == [("/v1/route", b'{"query": "a"}')] * 2 and proxy.in_flight == 0
 
     asyncio.run(scenario())
+
+
+def test_the_served_docs_page_loads_its_assets_from_the_server(port):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=30) as page:
+        html = page.read().decode()
+    assert "SwaggerUIBundle" in html and "cdn" not in html.lower()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs/static/swagger-ui-bundle.js", timeout=30) as asset:
+        assert asset.status == 200 and len(asset.read()) > 100_000

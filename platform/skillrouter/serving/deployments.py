@@ -39,6 +39,7 @@ from skillrouter.retrieval.filters import Catalogue
 from skillrouter.retrieval.first_stage import RetrieveQuery
 from skillrouter.retrieval.rerank import rerank_order, rerank_scores
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
+from skillrouter.serving.docs import offline_docs
 from skillrouter.serving.edge import SAFE_REQUEST_ID
 from skillrouter.serving.generations import Generations
 from skillrouter.serving.metrics import replica_metrics
@@ -75,6 +76,7 @@ api = FastAPI(
     title="skillrouter", version=__version__,
     description="Route a user's request to the agent skills that serve it: a first stage (dense encoder + Milvus, "
                 "BM25, or their reciprocal rank fusion) and a cross-encoder reranker over the full skill text.")
+offline_docs(api)  # /docs from the installed Swagger UI assets: the CDN's page is blank without a network
 
 
 def request_id(request: Request) -> str:
