@@ -40,7 +40,7 @@ from skillrouter.retrieval.first_stage import RetrieveQuery
 from skillrouter.retrieval.rerank import rerank_order, rerank_scores
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
 from skillrouter.serving.docs import offline_docs
-from skillrouter.serving.edge import SAFE_REQUEST_ID
+from skillrouter.serving.edge import SAFE_REQUEST_ID, read_body, replaying
 from skillrouter.serving.generations import Generations
 from skillrouter.serving.metrics import replica_metrics
 from skillrouter.serving.schemas import (
@@ -181,7 +181,7 @@ class Guard:
                 return await self._answer(scope, send, 413, f"request body over {limit:,} bytes", close=True)
         timeout_s = _Replica.admin_body_timeout_s if admin else _Replica.body_timeout_s
         try:
-            body = await asyncio.wait_for(self._read(receive, limit), timeout_s)
+            body = await asyncio.wait_for(read_body(receive, limit), timeout_s)
         except asyncio.TimeoutError:
             replica_metrics().rejected.inc(tags={"reason": "body_timeout"})
             return await self._answer(scope, send, 408, f"the request body did not arrive within {timeout_s:g} s "
@@ -190,29 +190,7 @@ class Guard:
             return
         if len(body) > limit:
             return await self._answer(scope, send, 413, f"request body over {limit:,} bytes", close=True)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _read(receive, limit: int) -> bytes | None:
-        """The body, or as soon as it passes `limit`, what came so far; None when the client disconnects."""
-        chunks, size, more = [], 0, True
-        while more and size <= limit:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        await self.app(scope, replaying(body, receive), send)
 
     @staticmethod
     async def _answer(scope, send, status: int, detail: Any, headers: dict[str, str] | None = None,

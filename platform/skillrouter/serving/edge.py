@@ -77,7 +77,7 @@ class ProxyAdmission:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/route":
             return await self.app(scope, receive, send)
         try:
-            body = await asyncio.wait_for(self._read(receive), self.body_timeout_s)
+            body = await asyncio.wait_for(read_body(receive, self.max_body_bytes), self.body_timeout_s)
         except asyncio.TimeoutError:
             return await _answer(send, 408, f"the request body did not arrive within {self.body_timeout_s:g} s "
                                  "(serving.body_timeout_s)", close=True)
@@ -89,29 +89,36 @@ class ProxyAdmission:
             return await _answer(send, 503, f"{self.in_flight} requests in flight (serving.max_in_flight); retry "
                                  f"after {self.retry_after_s} s", {"retry-after": str(self.retry_after_s)})
         self.in_flight += 1
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
         try:
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(body, receive), send)
         finally:
             self.in_flight -= 1
 
-    async def _read(self, receive) -> bytes | None:
-        chunks, size, more = [], 0, True
-        while more and size <= self.max_body_bytes:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+
+async def read_body(receive, limit: int) -> bytes | None:
+    """A request's body, or as soon as it passes `limit`, what came so far; None when the client disconnects."""
+    chunks, size, more = [], 0, True
+    while more and size <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def replaying(body: bytes, receive):
+    """An ASGI `receive` that hands the app a body already read, then the connection's own messages."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
 
 
 async def _answer(send, status: int, detail: str, headers: dict[str, str] | None = None, close: bool = False):
