@@ -24,7 +24,9 @@ What a Milvus server differs in, checked against a real standalone server 2.3.5 
   Bounded's price. (With several in-memory replicas of a collection, `load_collection(replica_number>1)`, which
   this store never asks for, only the replica the Strong query reached would be known to be there.)
   Only builds flush (sealing the segments the HNSW index is built on): a flush per admin edit would cost about 2 s
-  and leave a tiny segment each time;
+  and leave a tiny segment each time. A server builds the index after the flush, in the background, and searches
+  unindexed segments by brute force meanwhile: `insert` waits until every row is indexed, so a version goes live
+  indexed;
 - pymilvus' `query_iterator` pastes the last id of a page into `id > "..."` unescaped (an id with a quote or a
   backslash breaks it, on Lite too): `rows` pages by id itself, through `_quoted`;
 - a token (`user:password`, `root:Milvus` by default) is checked when the server's
@@ -54,6 +56,7 @@ EXPRESSION_FIELDS = ("id", "category", "source")
 ENCODER_PROPERTY, VERIFIED_PROPERTY = "skillrouter.encoder", "skillrouter.verified"
 TEMPLATES_SINCE = (2, 5)  # the first server version that binds `filter_params`
 ROWS_PAGE = 5000  # rows per query of `rows`
+INDEX_WAIT_S = 1800.0  # how long `insert` waits for a server to index a new version
 INSERT_BATCH_BYTES = 16 << 20  # well under gRPC's 64 MiB message limit at any dimension
 SEARCH_BATCH = 1024  # queries per request; a server refuses more than 16,384
 ID_BATCH = 1000  # ids per delete request
@@ -363,6 +366,21 @@ class SkillIndex:
         for rows in self._batches(skills, vectors):
             self.client.insert(collection, rows)
         self.client.flush(collection)
+        if not is_lite(self.uri):
+            self._wait_indexed(collection)
+
+    def _wait_indexed(self, collection: str) -> None:
+        deadline = time.monotonic() + INDEX_WAIT_S
+        while True:
+            state = self.client.describe_index(collection, "vector")
+            if state.get("state") == "Failed":
+                raise SkillIndexError(f"{self.uri} failed to index {collection}: {state.get('fail_reason', state)}")
+            if state.get("state") == "Finished" and int(state.get("pending_index_rows", 0)) == 0 and \
+                    int(state.get("indexed_rows", 0)) >= int(state.get("total_rows", 0)):
+                return
+            if time.monotonic() > deadline:
+                raise SkillIndexError(f"{self.uri} has not indexed {collection} within {INDEX_WAIT_S:.0f} s: {state}")
+            time.sleep(0.5)
 
     def upsert(self, skills: Sequence[Skill], vectors: np.ndarray, collection: str | None = None) -> None:
         """Insert or replace rows by id; every reader sees them when this returns."""
