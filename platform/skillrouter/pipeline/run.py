@@ -221,7 +221,8 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
     def do_report():
         out["report"] = write_run_report(run_dir, config.eval.systems, retrieve_k=config.routing.retrieve_k,
                                          benchmarks=[r.benchmark for r in results])
-        log(f"   {out['report']} with " + ", ".join(p.name for p in sorted(out["report"].parent.glob("*.png")))
+        plots = sorted(str(p.relative_to(out["report"].parent)) for p in out["report"].parent.rglob("*.png"))
+        log(f"   {out['report']} with " + ", ".join(plots)
             + "; the paper's ablations: `skillrouter ablations --config ...` adds them")
     if results:
         stages.run("report", "report: metrics per system, Hit@k curves, the paper's comparisons", do_report)
