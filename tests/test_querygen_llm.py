@@ -61,8 +61,9 @@ def test_plain_answer(stub, prompt, tmp_path):
     assert st.status == OK and len(st.queries) == 3 and st.attempts == 1 and st.usage.requests == 1
     assert st.usage.prompt_tokens > 100 and stub.requests["log-shipper"] == 1
     logged = replay(tmp_path / "parts")[SKILL.id]
-    assert logged.status == OK and logged.queries == st.queries and "queries" in json.loads(
-        (tmp_path / "parts" / "w.jsonl").read_text().splitlines()[0])["raw"]
+    records = [json.loads(line) for line in (tmp_path / "parts" / "w.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records] == ["request", "answer", "done"]  # the paid attempt, then its answer
+    assert logged.status == OK and logged.queries == st.queries and "queries" in json.loads(records[1]["raw"])
 
 
 def test_429_waits_for_retry_after(stub, prompt, tmp_path):
@@ -98,7 +99,8 @@ def test_transient_errors_past_the_retries_leave_the_skill_unfinished(stub, prom
     stub.script("log-shipper", "500", "500", "500")
     st = run(stub, prompt, tmp_path, max_retries=2)
     assert st.status is None and "gave up after 3 attempts: 500" in st.reason
-    assert SKILL.id not in replay(tmp_path / "parts")  # nothing paid for, nothing stored: a rerun retries it
+    logged = replay(tmp_path / "parts")[SKILL.id]  # three paid attempts are logged, no answer: a rerun retries it
+    assert not logged.done and logged.queries == [] and logged.usage.requests == 3
     again = run(stub, prompt, tmp_path)
     assert again.status == OK and stub.requests["log-shipper"] == 4
 

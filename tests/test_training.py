@@ -50,7 +50,9 @@ def toy_config(tmp_path, model: str, kind: str = "encoder", **train) -> Pipeline
                "storage_path": str(tmp_path / "storage"), **train}
     if kind == "encoder":
         section["temperature"] = 0.1
-    return PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), kind: section})
+    # every toy group trains: no skill is held out for the main job's validation
+    return PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), kind: section,
+                                          "routing": {"validation_share": 0.0}})
 
 
 def read_log(tmp_path, kind: str = "encoder") -> list[dict]:

@@ -89,10 +89,23 @@ class ProxyAdmission:
             return await _answer(send, 503, f"{self.in_flight} requests in flight (serving.max_in_flight); retry "
                                  f"after {self.retry_after_s} s", {"retry-after": str(self.retry_after_s)})
         self.in_flight += 1
+        done = False
+
+        def release():
+            nonlocal done
+            if not done:
+                done = True
+                self.in_flight -= 1
+
+        async def send_and_release(message):
+            await send(message)
+            # the answer is out: the request no longer counts, though the proxy's task may wait on the connection
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                release()
         try:
-            await self.app(scope, replaying(body, receive), send)
+            await self.app(scope, replaying(body, receive), send_and_release)
         finally:
-            self.in_flight -= 1
+            release()
 
 
 async def read_body(receive, limit: int) -> bytes | None:
