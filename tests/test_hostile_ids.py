@@ -71,6 +71,18 @@ def test_store_filters_and_deletes_exactly_the_hostile_row(config):
         assert remaining == {s.id for s in skills[:4]}
 
 
+def refused_on_every_path(index: SkillIndex, skill: Skill, bad: str) -> None:
+    """`bad` is refused by delete (beside a good id), both filters and upsert, each before any request."""
+    with pytest.raises(UnsafeValue, match="control character|lone surrogate"):
+        index.delete([HOSTILE[0], bad])
+    with pytest.raises(UnsafeValue):
+        index.search(unit_rows(1), 3, category=bad)
+    with pytest.raises(UnsafeValue):
+        index.search(unit_rows(1), 3, source=["a", bad])
+    with pytest.raises(UnsafeValue):
+        index.upsert([dataclasses.replace(skill, id=bad)], unit_rows(1))
+
+
 def test_store_refuses_unsafe_values_before_any_request(config, monkeypatch):
     skills = make_skills(4) + hostile_skills()[:2]
     build_index(skills, config, embeddings=unit_rows(len(skills)), log=lambda _: None)
@@ -78,14 +90,7 @@ def test_store_refuses_unsafe_values_before_any_request(config, monkeypatch):
     monkeypatch.setattr(store, "ID_BATCH", 1)  # an unsafe id in a later batch stops the first one too
     with open_index(config) as index:
         for bad in UNSAFE:
-            with pytest.raises(UnsafeValue, match="control character|lone surrogate"):
-                index.delete([HOSTILE[0], bad])
-            with pytest.raises(UnsafeValue):
-                index.search(unit_rows(1), 3, category=bad)
-            with pytest.raises(UnsafeValue):
-                index.search(unit_rows(1), 3, source=["a", bad])
-            with pytest.raises(UnsafeValue):
-                index.upsert([dataclasses.replace(skills[0], id=bad)], unit_rows(1))
+            refused_on_every_path(index, skills[0], bad)
             assert set(index.hashes()) == before and index.count() == len(before), repr(bad)
         with pytest.raises(UnsafeValue, match="expected text"):
             index.search(unit_rows(1), 3, category=[3])
