@@ -86,11 +86,13 @@ def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseMod
     catalogue = Catalogue(skills)
     encoder = search = bm25 = None
     if dense is not None:
-        from skillrouter.models.encoder import Encoder  # torch only for the systems that need it
-        from skillrouter.retrieval.embeddings import corpus_embeddings
+        from skillrouter.models.traced import QueryEncoders  # torch only for the systems that need it
+        from skillrouter.retrieval.embeddings import cache_path, corpus_embeddings
 
         spec = dense.spec(config)
-        encoder = Encoder.load(spec)
+        # the model itself is loaded only for a batch of queries or a corpus the cache lacks: a request or two
+        # (`skillrouter route`) runs its traced copy, without transformers' seconds of imports
+        encoder = QueryEncoders(spec, cache_path(config.mining.cache_dir, spec, []).parent / "queries")
         search = VectorSearch.of_catalogue(catalogue, corpus_embeddings(catalogue.skills, spec, encoder, config,
                                                                          dense.fields))
     if bm25_text is not None:
