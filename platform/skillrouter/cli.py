@@ -240,9 +240,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from skillrouter.common.console import filtered_stderr
     from skillrouter.pipeline.run import run_pipeline
 
-    run_pipeline(_config(args), skip=args.skip.split(","), rerun=args.rerun.split(","))
+    config = _config(args)
+    # Ray's benign lines (its C++ core worker's too) stay off the console; RUN_DIR/logs/stderr.log keeps them
+    with filtered_stderr(Path(config.run_dir) / "logs" / "stderr.log"):
+        run_pipeline(config, skip=args.skip.split(","), rerun=args.rerun.split(","))
     return 0
 
 
