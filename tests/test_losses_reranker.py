@@ -90,3 +90,28 @@ def test_minilm_cross_encoder_scores_pairs():
     assert not rr.decoder and rr.format_pair("q", SKILLS[0]) == ("q", SKILLS[0].text())
     scores = rr.score("merge my pdfs", SKILLS)
     assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_packed_scoring_equals_the_padded_reference(tiny_qwen3_reranker):
+    """Serving's padding-free path: several requests' pairs packed into token-budgeted rows (fp32, CPU) score
+    exactly what padded, length-sorted batches score, windows included, in the callers' order."""
+    from skillrouter.corpus.ingest import read_skills
+
+    skills = read_skills("bundled")[:12]
+    items = [("my postgres query is slow", skills[:5]), ("write release notes", skills[5:6]),
+             ("a flaky test in CI " * 20, skills[6:12])]
+    spec = RerankerSpec(model=str(tiny_qwen3_reranker), max_length=96, windows=2)
+    padded = Reranker.load(spec, device="cpu")
+    packed = Reranker.load(spec, device="cpu", packed=True, max_batch_tokens=200)
+    assert packed.packed and not padded.packed
+    pairs = [p for q, ss in items for s in ss for p in packed.pair_windows(q, s)]
+    lengths = [len(x) for x in packed.pair_ids(pairs)]
+    forwards = packed.forward_batches(lengths, batch_size=16)
+    assert len(forwards) > 1 and sorted(i for f in forwards for i in f) == list(range(len(pairs)))
+    assert all(sum(lengths[i] for i in f) <= 200 for f in forwards)  # the token budget, not a pair count
+    for want, got in zip(padded.score_batch(items), packed.score_batch(items), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    # a budget below one pair still scores it, alone in its row
+    alone = Reranker(packed.model, packed.tokenizer, spec, max_batch_tokens=8)
+    assert all(len(f) == 1 for f in alone.forward_batches(lengths, batch_size=16))
+    torch.testing.assert_close(alone.score_batch(items[:1])[0], padded.score_batch(items[:1])[0], atol=1e-4, rtol=0)

@@ -107,6 +107,19 @@ def test_a_packed_row_equals_the_padded_batch(tiny_qwen3):
         torch.testing.assert_close(encoder.forward(encoder.pad(ids)), padded, atol=1e-6, rtol=0)
 
 
+def test_packed_corpus_embedding_equals_the_padded_one(tiny_qwen3):
+    """Index builds embed packed, token-budgeted rows: the same unit rows, in the input order, as padded
+    length-sorted batches; a text over the budget goes alone."""
+    spec = EncoderSpec(model=str(tiny_qwen3), max_length=64)
+    padded = Encoder.load(spec, device="cpu")
+    packed = Encoder.load(spec, device="cpu", packed=True)
+    assert packed.packed and not padded.packed
+    texts = TEXTS * 3 + ["one more, much longer text " * 10]
+    want = padded.encode(texts, batch_size=4)
+    np.testing.assert_allclose(packed.encode(texts, max_batch_tokens=30), want, atol=1e-5)
+    np.testing.assert_allclose(packed.encode(texts, batch_size=2), want, atol=1e-5)
+
+
 def test_the_models_own_length_limit_wins_over_a_profiles(caplog):
     # a Qwen3 profile's 2,048 tokens asked of the 512-position MiniLM: cut to 512 with a warning, no failed forward
     from skillrouter.models.reranker import Reranker, RerankerSpec

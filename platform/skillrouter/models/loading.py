@@ -89,3 +89,9 @@ def prepare_tokenizer(tokenizer):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def transformer_layers(model) -> list:
+    """The transformer blocks of a decoder (Qwen3) or a BERT-style encoder, whatever head it wears."""
+    base = model.base_model
+    return list(base.layers if hasattr(base, "layers") else base.encoder.layer)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from skillrouter.corpus.skill import Skill
+from skillrouter.models import packing
 from skillrouter.models.encoder import last_token_pool, length_batches
 from skillrouter.models.loading import (
     device_and_dtype,
@@ -24,8 +25,9 @@ from skillrouter.models.loading import (
     is_decoder,
     prepare_tokenizer,
     resolve_model_path,
+    transformer_layers,
 )
-from skillrouter.models.packing import Packed, last_token_states
+from skillrouter.models.packing import Packed, last_token_states, pack, pack_batches
 from skillrouter.models.windows import max_scores, skill_windows, windowed
 
 PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
@@ -104,14 +106,21 @@ class RerankerInputs:
 class Reranker(RerankerInputs):
     """`score(query, skills)` -> one logit per skill; `forward(batch)` keeps gradients for training."""
 
-    def __init__(self, model, tokenizer, spec: RerankerSpec):
+    def __init__(self, model, tokenizer, spec: RerankerSpec, max_batch_tokens: int | None = None):
         super().__init__(tokenizer, model.config, spec)
         self.model = model.eval()
         self.new_parameters: set[str] = set()
+        self.max_batch_tokens = max_batch_tokens  # tokens per forward in `score_batch`, padding included
 
     @classmethod
     def load(cls, spec: RerankerSpec | str = RerankerSpec(), device: str | None = None,
-             dtype: torch.dtype | None = None) -> Reranker:
+             dtype: torch.dtype | None = None, *, packed: bool = False, compile: bool = False,
+             max_batch_tokens: int | None = None) -> Reranker:
+        """`packed`: a decoder scores padding-free packed rows (`models.packing`; BERT-style models pad whatever
+        it says). `compile`: torch.compile each transformer layer (one graph for every layer and any row length;
+        pays on GPUs after a compile of a minute or so). `max_batch_tokens`: the budget of one forward (as TEI's
+        `max-batch-tokens`): a batch is cut by tokens, not by pairs, so short pairs fill the GPU and long ones do
+        not exhaust it."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
         spec = RerankerSpec(model=spec) if isinstance(spec, str) else spec
@@ -122,9 +131,18 @@ class Reranker(RerankerInputs):
         extra = {} if auto is AutoModelForCausalLM else {"num_labels": 1}
         model, info = auto.from_pretrained(path, attn_implementation="sdpa", output_loading_info=True, **extra,
                                            **dtype_kwargs(dtype))
-        reranker = cls(model.to(device), AutoTokenizer.from_pretrained(path), spec)
+        reranker = cls(model.to(device), AutoTokenizer.from_pretrained(path), spec, max_batch_tokens)
         reranker.new_parameters = set(info["missing_keys"])  # a fresh classification head, when the base had none
+        if packed and reranker.decoder:
+            packing.enable(model)
+        if compile:
+            for layer in transformer_layers(model):
+                layer.compile(dynamic=True)
         return reranker
+
+    @property
+    def packed(self) -> bool:
+        return self.decoder and packing.is_enabled(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -152,14 +170,25 @@ class Reranker(RerankerInputs):
 
     @torch.inference_mode()
     def score_batch(self, items: Sequence[tuple[str, Sequence[Skill]]], batch_size: int = 16) -> list[torch.Tensor]:
-        """One score tensor per (query, skills) item. The pairs of all items go through the model together in
-        length-sorted batches (little padding): a serving replica scores several requests in one pass."""
+        """One score tensor per (query, skills) item. The pairs of all items go through the model together: a
+        serving replica scores several requests in one pass. Padded, in length-sorted batches of `batch_size`
+        pairs (and `max_batch_tokens`, when set); packed, in rows of `max_batch_tokens` tokens (else `batch_size`
+        pairs' worth of `max_length`), longest pairs first, with no padding at all."""
         flat = [(query, s) for query, skills in items for s in skills]
         pairs, owner = windowed(flat, lambda pair: self.pair_windows(*pair))
         out = np.empty(len(pairs))
         if pairs:
             ids = self.pair_ids(pairs)
-            for idx in length_batches([len(x) for x in ids], batch_size):
-                out[idx] = self.forward(self.pad([ids[i] for i in idx])).cpu().numpy()
+            for idx in self.forward_batches([len(x) for x in ids], batch_size):
+                inputs = [ids[i] for i in idx]
+                out[idx] = self.forward(pack(inputs) if self.packed else self.pad(inputs)).cpu().numpy()
         best = torch.from_numpy(max_scores(out, owner, len(flat))).float()
         return list(torch.split(best, [len(skills) for _, skills in items]))
+
+    def forward_batches(self, lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+        """The pairs of each forward, as indices: see `score_batch`."""
+        if not self.packed:
+            return length_batches(lengths, batch_size, self.max_batch_tokens)
+        order = np.argsort([-n for n in lengths], kind="stable")
+        budget = self.max_batch_tokens or batch_size * self.spec.max_length
+        return [order[run] for run in pack_batches([lengths[i] for i in order], budget)]

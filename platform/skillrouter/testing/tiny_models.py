@@ -46,14 +46,19 @@ def qwen3_config(size: str = "tiny", vocab_size: int = 151_669, **overrides):
                        tie_word_embeddings=size != "8b", rms_norm_eps=1e-6, **{**QWEN3_SIZES[size], **overrides})
 
 
-def save_qwen3(out_dir: str | Path, tokenizer, size: str = "tiny", causal_lm: bool = False, seed: int = 0):
-    """A randomly initialised Qwen3 (base model for the encoder, causal LM for the reranker) with `tokenizer`."""
+def save_qwen3(out_dir: str | Path, tokenizer, size: str = "tiny", causal_lm: bool = False, seed: int = 0,
+               device: str = "cpu", dtype=None):
+    """A randomly initialised Qwen3 (base model for the encoder, causal LM for the reranker) with `tokenizer`.
+    On a GPU give `device="cuda"` and `dtype=torch.bfloat16`: the weights are drawn there, in the dtype they are
+    saved in (an 8B model drawn on the CPU in fp32 takes minutes)."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = qwen3_config(size, vocab_size=len(tokenizer))
-    model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config)
+    with torch.device(device):
+        model = (AutoModel if not causal_lm else AutoModelForCausalLM).from_config(config,
+                                                                                    dtype=dtype or torch.float32)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return Path(out_dir)

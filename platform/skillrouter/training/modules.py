@@ -20,7 +20,7 @@ from torch import nn
 
 from skillrouter.models import packing
 from skillrouter.models.encoder import Encoder, length_batches
-from skillrouter.models.loading import EXPORT_INFO
+from skillrouter.models.loading import EXPORT_INFO, transformer_layers
 from skillrouter.models.packing import Packed
 from skillrouter.models.reranker import Reranker
 from skillrouter.training.losses import InfoNCELoss, ListwiseCELoss, PointwiseBCELoss
@@ -135,16 +135,11 @@ def build_module(kind: str, model: str, max_length: int, temperature: float, *, 
         wrapped.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(wrapped.model.config, "use_cache"):
             wrapped.model.config.use_cache = False
-        for i, layer in enumerate(layers(wrapped.model)):  # evenly spaced: share 0.5 recomputes every other one
+        # evenly spaced: share 0.5 recomputes every other one
+        for i, layer in enumerate(transformer_layers(wrapped.model)):
             layer.gradient_checkpointing = math.floor((i + 1) * checkpoint_share) > math.floor(i * checkpoint_share)
     if compile:
-        for layer in layers(wrapped.model):
+        for layer in transformer_layers(wrapped.model):
             # per layer, not the whole model: one graph reused by every layer, and packed rows of any length
             layer.compile(dynamic=True)
     return module
-
-
-def layers(model) -> list[nn.Module]:
-    """The transformer blocks of a decoder (Qwen3) or a BERT-style encoder."""
-    base = model.base_model
-    return list(base.layers if hasattr(base, "layers") else base.encoder.layer)
