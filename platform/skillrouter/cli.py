@@ -239,6 +239,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from skillrouter.serving.mcp import run_stdio
+
+    config = _config(args)
+    run_stdio(lambda: _corpus(config, args.corpus), args.system or config.routing.system, config)
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from skillrouter.common.console import filtered_stderr
     from skillrouter.pipeline.run import run_pipeline
@@ -351,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="route the profile's example requests over HTTP, print the "
                                                         "answers and stop")
     p.add_argument("--top-k", type=int, default=3, help="skills per answer with --smoke")
+
+    p = add("mcp", cmd_mcp, "serve the search_skills and open_skill tools to an agent over MCP (stdio)")
+    p.add_argument("--system", help=f"one of: {', '.join(SYSTEMS)} (default: routing.system)")
+    p.add_argument("--corpus", help="ingested directory, any source, or 'bundled' (default: the run directory's "
+                                    "corpus, else corpus.sources)")
 
     p = add("pipeline", cmd_pipeline, "run the main job from a profile, every stage in order (`make run`)")
     _stages_in_help(p)

@@ -34,6 +34,7 @@ from skillrouter.serving.schemas import IndexResponse, Ready, RouteResponse, Ski
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRIED = (429, 503)
+_sleep, _async_sleep = time.sleep, asyncio.sleep  # module attributes, so that tests can record the waits
 
 
 class SkillRouterError(Exception):
@@ -61,12 +62,14 @@ def retry_after_s(value: str | None, attempt: int, cap: float) -> float:
     """Seconds to wait before retry number `attempt` (0-based): the header's (seconds or an HTTP date), else a
     doubling back-off from 0.5 s; never more than `cap`."""
     wait = None
-    if value:
+    if value and value.strip():
         try:
             wait = float(value)
         except ValueError:
-            when = email.utils.parsedate_to_datetime(value) if value.strip() else None
-            wait = when.timestamp() - time.time() if when is not None else None
+            try:
+                wait = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError):  # neither form: the back-off
+                wait = None
     if wait is None:
         wait = 0.5 * 2 ** attempt
     return min(max(wait, 0.0), cap)
@@ -171,7 +174,7 @@ class Client(_Calls):
             answer, wait = self._outcome(response, failure, attempt, model)
             if wait is None:
                 return answer
-            time.sleep(wait)
+            _sleep(wait)
 
     def route(self, query: str, top_k: int = 10, *, rerank: bool | None = None, first_stage: str | None = None,
               filters: dict | None = None) -> RouteResponse:
@@ -231,7 +234,7 @@ class AsyncClient(_Calls):
             answer, wait = self._outcome(response, failure, attempt, model)
             if wait is None:
                 return answer
-            await asyncio.sleep(wait)
+            await _async_sleep(wait)
 
     async def route(self, query: str, top_k: int = 10, *, rerank: bool | None = None,
                     first_stage: str | None = None, filters: dict | None = None) -> RouteResponse:

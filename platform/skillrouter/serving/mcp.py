@@ -13,7 +13,9 @@ Two transports, one tool set (`build_server`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
@@ -133,9 +135,11 @@ class LocalSkills:
         return None if skill is None else skill.to_row()
 
 
-def run_stdio(skills: Sequence, system: str, config) -> None:
-    """Serve the tools over stdin/stdout until the client closes them."""
-    backend = LocalSkills(skills, system, config)
+def run_stdio(load_skills: Callable[[], Sequence], system: str, config) -> None:
+    """Serve the tools over stdin/stdout until the client closes them. Stdout carries the protocol alone: what
+    loading the corpus and the models prints goes to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        backend = LocalSkills(load_skills(), system, config)
     build_server(backend.search, backend.open).run("stdio")
 
 
