@@ -37,7 +37,9 @@ class BM25Index:
     @classmethod
     def build(cls, texts: Sequence[str], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25,
               progress: bool = False) -> BM25Index:
-        if not texts:
+        """`texts` is read once, in order (a lazy sequence keeps a large corpus from being copied as text). Memory
+        is bounded by the postings: int32 term ids, and one float64 array at a time beside the result."""
+        if not len(texts):
             raise ValueError("cannot build a BM25 index over an empty corpus")
         vocab: dict[str, int] = {}
         indptr = [0]
@@ -46,23 +48,35 @@ class BM25Index:
         for i, text in enumerate(tqdm(texts, desc="bm25", unit=" docs", disable=not progress, mininterval=0.5)):
             tokens = tokenize(text)
             doc_len[i] = len(tokens)
-            ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int64, count=len(tokens))
+            ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int32, count=len(tokens))
             terms, tf = np.unique(ids, return_counts=True)
             term_chunks.append(terms)
-            tf_chunks.append(tf)
+            tf_chunks.append(tf.astype(np.int32))
             indptr.append(indptr[-1] + len(terms))
+        del tokens, ids
         terms = np.concatenate(term_chunks)
+        del term_chunks
         tf = np.concatenate(tf_chunks).astype(np.float64)
+        del tf_chunks
         n_docs, n_terms = len(texts), len(vocab)
         df = np.bincount(terms, minlength=n_terms)
         idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
         idf[idf < 0] = epsilon * idf.mean()
         avgdl = doc_len.mean() if doc_len.sum() else 1.0
-        doc_of = np.repeat(np.arange(n_docs), np.diff(indptr))
-        norm = k1 * (1 - b + b * doc_len[doc_of] / avgdl)
-        data = idf[terms] * tf * (k1 + 1) / (tf + norm)
-        doc_term = sp.csr_matrix((data, terms, np.asarray(indptr)), shape=(n_docs, n_terms))
-        return cls(doc_term.T.tocsr(), vocab)
+        # idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * |d| / avgdl)), the same operations in the same order as
+        # rank_bm25 (bit for bit), in place
+        norm = np.repeat(k1 * (1 - b + b * doc_len / avgdl), np.diff(indptr))
+        norm += tf
+        data = idf[terms]
+        data *= tf
+        del tf
+        data *= k1 + 1
+        data /= norm
+        del norm
+        # the (docs, terms) CSR's arrays read as its transpose, a (terms, docs) CSC: no copy before the conversion
+        term_doc = sp.csc_matrix((data, terms, np.asarray(indptr)), shape=(n_terms, n_docs))
+        del data, terms
+        return cls(term_doc.tocsr(), vocab)
 
     def query_matrix(self, queries: Sequence[str]) -> sp.csr_matrix:
         """Query-by-term counts; tokens outside the vocabulary score zero in rank_bm25 and are dropped."""
@@ -113,7 +127,23 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return out_idx, np.take_along_axis(scores, out_idx, axis=1)
 
 
+class _Texts(Sequence):
+    """Each skill's text, made when read: a 70K-skill pool's full texts would be another half gigabyte."""
+
+    def __init__(self, skills: Sequence[Skill], text: Callable[[Skill], str]):
+        self.skills, self.text = skills, text
+
+    def __len__(self) -> int:
+        return len(self.skills)
+
+    def __getitem__(self, i):
+        return self.text(self.skills[i])
+
+    def __iter__(self):
+        return map(self.text, self.skills)
+
+
 def build_bm25(skills: Sequence[Skill], params: BM25Config, text: Callable[[Skill], str] = Skill.text) -> BM25Index:
     """BM25 over each skill's `text` (by default the full text) with the profile's parameters."""
-    return BM25Index.build([text(s) for s in skills], k1=params.k1, b=params.b, epsilon=params.epsilon,
+    return BM25Index.build(_Texts(skills, text), k1=params.k1, b=params.b, epsilon=params.epsilon,
                            progress=len(skills) > 20_000)
