@@ -141,6 +141,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     from ray.train.torch import TorchTrainer
 
     from skillrouter.models.encoder import EncoderSpec
+    from skillrouter.models.exports import write_exports
     from skillrouter.models.reranker import RerankerSpec
     from skillrouter.training.loop import train_func
 
@@ -222,6 +223,8 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
                 tokenize_seconds=round(tokenize_s, 1), run=str(result.path), log=str(log_path),
                 device="GPU" if use_gpu else "CPU", skill_text=skill_text)
     (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    # sentence-transformers' files (an encoder) or CrossEncoder's activation (a BERT reranker), and a model card
+    write_exports(staging, info, t.model_dump(exclude=EXECUTION_ONLY | {"model", "max_length"}))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)  # the export appears whole or not at all
     if not t.keep_finished_checkpoints:
