@@ -138,7 +138,7 @@ def test_exported_models_read_the_length_they_were_trained_at(eval_core_dir, tmp
     assert (spec.model, spec.max_length, spec.windows) == ("minilm", config.mining.encoder_max_length, 2)
 
     built = {}
-    monkeypatch.setattr(systems, "RerankRetriever", lambda first, skills, spec, k, weight: built.update(spec=spec))
+    monkeypatch.setattr(systems, "RerankRetriever", lambda first, skills, spec, *rest: built.update(spec=spec))
     skills = load_eval_core(eval_core_dir).skills
     systems.get_system(f"bm25+rerank:{export}").build(skills, config)
     assert (built["spec"].model, built["spec"].max_length, built["spec"].windows) == (str(export), 96, 3)

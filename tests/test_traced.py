@@ -28,9 +28,8 @@ def test_the_first_full_load_saves_a_trace_that_gives_the_encoders_vectors(tmp_p
     assert (tmp_path / "q" / traced.TRACE_FILE).is_file()
 
     again = traced.QueryEncoders(SPEC, tmp_path / "q")
-    assert again.traced is not None and again._full is None
     np.testing.assert_allclose(again.encode_queries(QUERIES), encoder.encode_queries(QUERIES), atol=1e-6)
-    assert again._full is None  # a few queries never loaded the model
+    assert again._full is None and again.traced is not None  # a few queries never loaded the model
 
 
 def test_a_batch_of_queries_goes_to_the_encoder(tmp_path, encoder, monkeypatch):
@@ -56,3 +55,25 @@ def test_a_traced_query_path_loads_without_transformers(tmp_path, encoder):
              f"print(v.shape, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["(1,", "384)", "False"]
+
+
+@pytest.fixture(scope="module")
+def reranker():
+    from skillrouter.models.reranker import Reranker, RerankerSpec
+
+    return Reranker.load(RerankerSpec("minilm", 96))  # a fresh head: any weights do, the trace copies them
+
+
+def test_a_traced_reranker_scores_as_the_reranker_and_spares_its_load(tmp_path, reranker, monkeypatch):
+    from skillrouter.corpus.ingest import read_skills
+    from skillrouter.models.reranker import Reranker
+
+    assert traced.save_traced_pairs(reranker, tmp_path / "r")
+    monkeypatch.setattr(Reranker, "load", classmethod(lambda cls, spec, **kw: reranker))
+    rerankers = traced.Rerankers(reranker.spec, tmp_path / "r")
+    one = rerankers.for_requests(1)
+    assert isinstance(one, traced.TracedPairs) and one.spec == reranker.spec and rerankers._full is None
+    items = [(q, read_skills("bundled")[:5]) for q in QUERIES[:3]]
+    for mine, theirs in zip(one.score_batch(items), reranker.score_batch(items)):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-5)
+    assert rerankers.for_requests(traced.TRACED_MAX_QUERIES + 1) is reranker  # a batch: the reranker itself

@@ -86,13 +86,13 @@ def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseMod
     catalogue = Catalogue(skills)
     encoder = search = bm25 = None
     if dense is not None:
-        from skillrouter.models.traced import QueryEncoders  # torch only for the systems that need it
-        from skillrouter.retrieval.embeddings import cache_path, corpus_embeddings
+        from skillrouter.models.traced import QueryEncoders, trace_dir  # torch only for the systems that need it
+        from skillrouter.retrieval.embeddings import corpus_embeddings
 
         spec = dense.spec(config)
         # the model itself is loaded only for a batch of queries or a corpus the cache lacks: a request or two
         # (`skillrouter route`) runs its traced copy, without transformers' seconds of imports
-        encoder = QueryEncoders(spec, cache_path(config.mining.cache_dir, spec, []).parent / "queries")
+        encoder = QueryEncoders(spec, trace_dir(config.mining.cache_dir, "encoder", spec.model, spec.cache_key()))
         search = VectorSearch.of_catalogue(catalogue, corpus_embeddings(catalogue.skills, spec, encoder, config,
                                                                          dense.fields))
     if bm25_text is not None:
@@ -151,16 +151,18 @@ class RerankRetriever:
     """A first stage's top `retrieve_k` rescored by a cross-encoder, in serving's order (`rerank_order`): the
     reranked head, then the first stage's tail, scored below every reranked skill."""
 
-    def __init__(self, first: Retriever, skills: Sequence[Skill], spec, retrieve_k: int, weight: float = 1.0):
-        from skillrouter.models.reranker import Reranker
+    def __init__(self, first: Retriever, skills: Sequence[Skill], spec, retrieve_k: int, weight: float = 1.0,
+                 cache_dir: str = ".cache/embeddings"):
+        from skillrouter.models.traced import Rerankers, trace_dir
 
         self.first, self.skills, self.retrieve_k, self.weight = first, list(skills), retrieve_k, weight
-        self.reranker = Reranker.load(spec)
+        # loaded when first used: a request or two (`skillrouter route`) runs its traced copy (models.traced)
+        self.reranker = Rerankers(spec, trace_dir(cache_dir, "reranker", spec.model, repr(spec)))
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         indices, first_scores = self.first.search(queries, max(k, self.retrieve_k))
         heads = [[self.skills[i] for i in row[: self.retrieve_k]] for row in indices]
-        scored = rerank_scores(self.reranker, list(zip(queries, heads)))
+        scored = rerank_scores(self.reranker.for_requests(len(queries)), list(zip(queries, heads)))
         out_idx, out_scores = [], []
         for row, row_scores, scores in zip(indices, first_scores, scored):
             hits = [(self.skills[i].id, float(x), i) for i, x in zip(row, row_scores)]
@@ -206,7 +208,8 @@ def reranker_spec(config: PipelineConfig, model: str | None = None):
 def _reranked(first: System, model: str | None, weight: float = 1.0) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
         spec = reranker_spec(config, model)
-        return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k, weight)
+        return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k, weight,
+                               config.mining.cache_dir)
     what = model or "the profile's trained reranker"
     fusion = f"@{weight:g}" if weight < 1.0 else ""
     how = f", fused with the first stage's scores at weight {weight:g}" if fusion else ""
