@@ -249,3 +249,37 @@ def test_rerank_scores_scores_a_pair_once_per_model_and_skill_text():
     assert rerank_scores(model, [("q", [edited])]) == [{"a": 11.0}] and model.pairs == 5
     other = Counting()  # another model scores for itself
     assert rerank_scores(other, [("q", [a])]) == [{"a": 3.0}] and other.pairs == 1
+
+
+def test_a_score_store_lets_a_later_process_skip_the_pairs_an_earlier_one_scored(tmp_path, monkeypatch):
+    import torch
+
+    from skillrouter.corpus.skill import Skill
+    from skillrouter.models.reranker import RerankerSpec
+    from skillrouter.retrieval import rerank
+
+    class Counting:
+        def __init__(self, spec):
+            self.spec, self.pairs = spec, 0
+
+        def score_batch(self, items):
+            self.pairs += sum(len(skills) for _, skills in items)
+            return [torch.tensor([float(len(s.body)) + 0.25 for s in skills]) for _, skills in items]
+
+    weights = tmp_path / "reranker"
+    weights.mkdir()
+    (weights / "model.safetensors").write_text("v1")
+    spec = RerankerSpec(str(weights), 128)
+    a, b = Skill("a", "a", "a", "one"), Skill("b", "b", "b", "three")
+    first = Counting(spec)
+    scored = rerank.rerank_scores(first, [("q", [a, b])], rerank.score_store(tmp_path / "cache", spec))
+    monkeypatch.setattr(rerank, "_memo", type(rerank._memo)())  # a new process: nothing in memory
+    later = Counting(spec)
+    again = rerank.rerank_scores(later, [("q", [a, b]), ("r", [a])], rerank.score_store(tmp_path / "cache", spec))
+    assert scored == [{"a": 3.25, "b": 5.25}] and again == [scored[0], {"a": 3.25}] and later.pairs == 1
+    (weights / "model.safetensors").write_text("v2, retrained")  # new weights: a new store, scored again
+    rerank._memo.clear()
+    retrained = Counting(spec)
+    rerank.rerank_scores(retrained, [("q", [a, b])], rerank.score_store(tmp_path / "cache", spec))
+    assert retrained.pairs == 2
+    assert rerank.score_store(tmp_path / "cache", RerankerSpec("minilm")) is None  # no version: never stored

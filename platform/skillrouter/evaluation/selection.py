@@ -24,7 +24,7 @@ from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill
 from skillrouter.evaluation.metrics import hit_at_k, mrr_at_k
 from skillrouter.evaluation.runner import tie_order
-from skillrouter.retrieval.rerank import rerank_order, rerank_scores
+from skillrouter.retrieval.rerank import rerank_order, rerank_scores, score_store
 from skillrouter.retrieval.systems import get_system, reranker_spec, trained_model
 from skillrouter.training.data import held_out_skills
 
@@ -97,7 +97,8 @@ def score_candidates(skills: Sequence[Skill], queries: Sequence[str], wanted: Se
     if reranker is not None:
         by_id = {s.id: s for s in pool}
         union = [sorted({s for h in heads.values() for s, _ in h[q]}) for q in range(len(queries))]
-        scored = rerank_scores(reranker, [(query, [by_id[s] for s in ids]) for query, ids in zip(queries, union)])
+        scored = rerank_scores(reranker, [(query, [by_id[s] for s in ids]) for query, ids in zip(queries, union)],
+                               score_store(config.mining.cache_dir, getattr(reranker, "spec", None)))
         log(f"{len(queries)} queries, {sum(map(len, union)):,} pairs reranked for {len(heads)} first stages")
         reranked = {name: [{s: scored[q][s] for s, _ in h[q]} for q in range(len(queries))]
                     for name, h in heads.items()}

@@ -33,7 +33,7 @@ from skillrouter.retrieval.bm25 import build_bm25
 from skillrouter.retrieval.dense import VectorSearch
 from skillrouter.retrieval.filters import Catalogue
 from skillrouter.retrieval.first_stage import FirstStage, RetrieveQuery
-from skillrouter.retrieval.rerank import fused, rerank_order, rerank_scores
+from skillrouter.retrieval.rerank import fused, rerank_order, rerank_scores, score_store
 
 if TYPE_CHECKING:
     from skillrouter.models.encoder import EncoderSpec
@@ -158,11 +158,17 @@ class RerankRetriever:
         self.first, self.skills, self.retrieve_k, self.weight = first, list(skills), retrieve_k, weight
         # loaded when first used: a request or two (`skillrouter route`) runs its traced copy (models.traced)
         self.reranker = Rerankers(spec, trace_dir(cache_dir, "reranker", spec.model, repr(spec)))
+        self.cache_dir = cache_dir
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        from skillrouter.models.traced import TracedPairs
+
         indices, first_scores = self.first.search(queries, max(k, self.retrieve_k))
         heads = [[self.skills[i] for i in row[: self.retrieve_k]] for row in indices]
-        scored = rerank_scores(self.reranker.for_requests(len(queries)), list(zip(queries, heads)))
+        reranker = self.reranker.for_requests(len(queries))
+        # a batch (an evaluation) reads and adds to the scores earlier runs of the same weights stored
+        store = None if isinstance(reranker, TracedPairs) else score_store(self.cache_dir, self.reranker.spec)
+        scored = rerank_scores(reranker, list(zip(queries, heads)), store)
         out_idx, out_scores = [], []
         for row, row_scores, scores in zip(indices, first_scores, scored):
             hits = [(self.skills[i].id, float(x), i) for i, x in zip(row, row_scores)]
