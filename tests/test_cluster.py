@@ -249,13 +249,19 @@ def _ray_temp_root() -> Path:
 
 
 def _stop_tree(proc: subprocess.Popen, timeout_s: float = 30) -> None:
-    """Stop `ray start --block` (which stops its node on SIGTERM) and anything it started that outlives it."""
+    """Stop `ray start --block` (which stops its node on SIGTERM) and anything it started that outlives it: the
+    fake provider's nodes would wait a minute for the GCS that is gone, so they are stopped too, by pid."""
     try:
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         tree = []
     proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(tree, timeout=timeout_s)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout_s)
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=10)
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
@@ -369,20 +375,27 @@ _DEMAND = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_autoscaler_adds_the_right_node_types_and_removes_them_when_idle(tmp_path):
-    config = read_yaml(REPO / "configs" / "cluster" / "fake_multi_node.yaml")
+def _drive_fake_cluster(tmp_path: Path, driver: str, **settings) -> dict:
+    """Run `driver` (argv: the head's address, the autoscaler's config file) against a head whose autoscaler
+    adds the node types of fake_multi_node.yaml (`settings` replace its top-level keys); what it prints after
+    RESULT."""
+    config = {**read_yaml(REPO / "configs" / "cluster" / "fake_multi_node.yaml"), **settings}
     port = free_port()
     config["provider"]["gcs_address"] = f"127.0.0.1:{port}"  # the fake nodes join the head's GCS
     path = tmp_path / "fake_multi_node.yaml"
     path.write_text(yaml.safe_dump(config))
     fake = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}  # as ray.cluster_utils sets them
     with local_head(0, dashboard=False, port=port, autoscaling_config=path, extra_env=fake) as head:
-        run = subprocess.run([sys.executable, "-c", _DEMAND, head.address], env=head.env, capture_output=True,
-                             text=True, timeout=300)
+        run = subprocess.run([sys.executable, "-c", driver, head.address, str(path)], env=head.env,
+                             capture_output=True, text=True, timeout=300)
         lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
         assert run.returncode == 0 and lines, run.stderr[-3000:] + "\n" + _log_tail(head.temp, "monitor.log")
-    out = json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_autoscaler_adds_the_right_node_types_and_removes_them_when_idle(tmp_path):
+    out = _drive_fake_cluster(tmp_path, _DEMAND)
     assert out["nodes_before"] == 1 and out["pg_ready"], out
     # the 4 GPU workers of a run share one node of the 8-GPU type, each with a GPU of its own
     assert {t["type"] for t in out["gpu_tasks"]} == {"ray.worker.gpu8"}, out
@@ -394,6 +407,90 @@ def test_autoscaler_adds_the_right_node_types_and_removes_them_when_idle(tmp_pat
     assert out["addresses"] == ["127.0.0.1"], out
     # idle nodes go after idle_timeout_minutes (6 s here)
     assert out["nodes_after"] == 1, out
+
+
+# -- GPUs or CPUs for the encoder actors of mining and index builds ---------------------------------------------------
+
+
+def test_gpu_node_types_are_the_workers_with_gpus_the_autoscaler_may_add(cluster):
+    from skillrouter.common.raycluster import gpu_node_types
+
+    assert gpu_node_types(cluster) == {"ray.worker.gpu1": 1.0, "ray.worker.gpu8": 8.0}
+    types = copy.deepcopy(cluster)
+    types["available_node_types"]["ray.worker.gpu8"]["max_workers"] = 0  # a type it may not add
+    types["available_node_types"][types["head_node_type"]]["resources"]["GPU"] = 1  # the head is never added
+    assert gpu_node_types(types) == {"ray.worker.gpu1": 1.0}
+    assert gpu_node_types({**cluster, "max_workers": 0}) == {}  # no worker at all
+    cpu_only = {**cluster, "available_node_types": {k: v for k, v in cluster["available_node_types"].items()
+                                                    if "GPU" not in v["resources"]}}
+    assert gpu_node_types(cpu_only) == {}
+
+
+@pytest.mark.slow
+def test_without_gpus_or_an_autoscaler_encoders_stay_on_cpus(ray_cluster):
+    """The local cluster of `make run`: its head's monitor has no autoscaling config (other Ray clusters on this
+    machine, with their monitors, are not this one's)."""
+    from skillrouter.common.raycluster import choose_gpus
+
+    assert choose_gpus("auto") == (False, "no GPU in the cluster, and no autoscaler node type with GPUs")
+    assert choose_gpus(False).use_gpu is False
+    forced = choose_gpus(True)
+    assert forced.use_gpu and "waiting for a GPU node to join" in forced.why
+    with pytest.raises(ValueError, match="auto, true or false"):
+        choose_gpus("yes")
+
+
+# A cluster scaled down to its head, which has no GPU: `auto` must count the GPU node types the autoscaler can add,
+# and the Ray Data pool of mining and index builds must then wait for a GPU node and run there (Ray Data's own
+# resource requests may bring up a CPU node for a while too). The autoscaler reads its file again at every update,
+# so the driver also takes the GPU types out of it (auto: CPUs) and puts them back.
+_GPU_CHOICE = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import ray, yaml
+    from skillrouter.common.raycluster import autoscaler_gpu_types, choose_gpus
+    from skillrouter.corpus.ingest import read_skills
+    from skillrouter.models.encoder import EncoderSpec
+    from skillrouter.retrieval.embeddings import embed_pool
+
+    ray.init(address=sys.argv[1], log_to_driver=False)
+
+    def write(path, text):
+        path.with_suffix(".tmp").write_text(text)
+        path.with_suffix(".tmp").replace(path)  # the autoscaler never reads half a file
+
+    path = Path(sys.argv[2])
+    with_gpus = path.read_text()
+    config = yaml.safe_load(with_gpus)
+    config["available_node_types"] = {name: t for name, t in config["available_node_types"].items()
+                                      if "GPU" not in t["resources"]}
+    out = {"nodes_before": len(ray.nodes())}
+    write(path, yaml.safe_dump(config))
+    out["cpu_types_only"] = choose_gpus("auto")
+    write(path, with_gpus)
+    out.update(auto=choose_gpus("auto"), true=choose_gpus(True), false=choose_gpus(False))
+    rows = embed_pool(read_skills("bundled")[:8], EncoderSpec("minilm", 64), actors=1, batch_size=4, progress=False)
+    out["rows"] = list(rows.shape)
+    gpus = {n["NodeID"]: n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]}
+    out["encoder_gpus"] = [gpus.get(a["Address"]["NodeID"]) for a in ray._private.state.actors().values()
+                           if "EmbedWorker" in a["ActorClassName"]]
+    # a driver or task on a worker node reads the autoscaler's config through a task on the head
+    out["from_a_worker"] = ray.get(ray.remote(num_gpus=1)(autoscaler_gpu_types).remote(), timeout=120)
+    print("RESULT " + json.dumps(out), flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_auto_embeds_on_gpu_nodes_the_autoscaler_can_add(tmp_path):
+    out = _drive_fake_cluster(tmp_path, _GPU_CHOICE, idle_timeout_minutes=1)  # the GPU node outlives the pool
+    assert out["nodes_before"] == 1, out
+    assert out["cpu_types_only"] == [False, "no GPU in the cluster, and no autoscaler node type with GPUs"], out
+    assert out["auto"] == [True, "the autoscaler can add ray.worker.gpu1 (1 GPU), ray.worker.gpu8 (8 GPUs)"], out
+    assert out["true"][0] and "waiting for the autoscaler to add ray.worker.gpu1" in out["true"][1], out
+    assert out["false"] == [False, "use_gpu=false"], out
+    assert out["rows"] == [8, 384]
+    assert out["encoder_gpus"] == [1], out  # the pool's one actor ran on a node of the one-GPU type
+    assert out["from_a_worker"] == {"ray.worker.gpu1": 1.0, "ray.worker.gpu8": 8.0}
 
 
 # -- a job through `ray job submit` -------------------------------------------------------------------------------
