@@ -19,11 +19,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from _common import PEAK_TFLOPS, flops_per_token
 from skillrouter.models.encoder import Encoder, EncoderSpec
 from skillrouter.models.loading import dtype_kwargs
 from skillrouter.testing.tiny_models import qwen3_config
-
-PEAK_BF16 = 790e12  # measured dense bf16 matmul on this machine
 
 
 def timed_encode(enc: Encoder, batches) -> tuple[float, int, int, np.ndarray]:
@@ -65,14 +64,6 @@ def plain_encode(enc: Encoder, texts: list[str], batch_size: int) -> tuple[float
             torch.nn.functional.normalize(hidden.float(), dim=-1)
     torch.cuda.synchronize()
     return time.perf_counter() - started, real, padded, None
-
-
-def flops_per_token(cfg, mean_len: float) -> float:
-    d, L, ff = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
-    qdim, kvdim = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-    dense = L * (d * qdim * 2 + d * kvdim * 2 + 3 * d * ff)  # q, o, k, v, gate/up/down
-    attn = L * 2 * mean_len * qdim  # QK^T and AV, averaged over positions of a causal sequence
-    return 2 * (dense + attn)
 
 
 def main() -> None:
@@ -153,7 +144,8 @@ def qwen3(args, texts: list[str], report: dict, save) -> None:
     def record(name: str, result, n: int) -> None:
         s, real, padded, _ = result
         runs[name] = {"texts": n, "seconds": round(s, 2), "tokens_per_s": round(real / s),
-                      "padding_share": round(1 - real / padded, 4), "mfu": round(real / s * fpt / PEAK_BF16, 3)}
+                      "padding_share": round(1 - real / padded, 4),
+                      "mfu": round(real / s * fpt / (PEAK_TFLOPS * 1e12), 3)}
         print(name, runs[name], flush=True)
         save()
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 WINDOWS_DOC = ("a skill longer than max_length is read in up to this many overlapping windows, each headed by its "
                "name and description: an encoder averages their embeddings, a reranker keeps the best window's score "
                "(models/windows.py); 1 truncates. For short-window models such as MiniLM")
+USE_GPU_DOC = ("encoder actors on GPUs, one each: auto when the cluster has GPUs or its autoscaler can add a node "
+               "type with GPUs (common/raycluster.py, choose_gpus), true always (waiting for GPU nodes), false never")
 
 
 class _Section(BaseModel):
@@ -95,6 +97,7 @@ class MiningConfig(_Section):
     encoder_windows: int = Field(1, ge=1, description=WINDOWS_DOC)
     embed_batch_size: int = Field(64, gt=0)
     embed_actors: int = Field(1, ge=1, description="encoder actors (one GPU each when the cluster has GPUs)")
+    use_gpu: Literal["auto"] | bool = Field("auto", description=USE_GPU_DOC)
     embed_max_batch_tokens: int | None = Field(None, gt=0, description="token budget per batch (GPU: 131072)")
     compile_encoder: bool = Field(False, description="torch.compile the corpus encoder (pays off on GPUs)")
     actors: int = Field(2, ge=1, description="Ray Data actors mining query batches")
@@ -231,7 +234,12 @@ class IndexConfig(_Section):
     max_length: int = Field(256, gt=0, description="tokens per skill text")
     windows: int = Field(1, ge=1, description=WINDOWS_DOC)
     batch_size: int = Field(64, gt=0, description="texts per encoder batch")
+    max_batch_tokens: int | None = Field(None, gt=0, description="token budget per encoder forward (GPU: 131072)")
+    packing: bool = Field(True, description="a decoder encoder (Qwen3) embeds padding-free packed rows of "
+                          "max_batch_tokens tokens (models/packing.py); BERT-style models pad")
+    compile_encoder: bool = Field(False, description="torch.compile the encoder's layers (pays off on GPUs)")
     embed_actors: int = Field(1, ge=1, description="encoder actors for a build (one GPU each on a GPU cluster)")
+    use_gpu: Literal["auto"] | bool = Field("auto", description=USE_GPU_DOC)
     keep_versions: int = Field(2, ge=1, description="verified versions kept, the live one included")
     token_env: str = Field("MILVUS_TOKEN", description="environment variable holding a server's token "
                                                        "('user:password' or an API key); unused for Lite")
@@ -299,7 +307,15 @@ class ServingConfig(_Section):
     admin_token: str | None = Field(None, description="the token, when the variable is unset (prefer the "
                                     "variable: a profile is not a secret store)")
     retrieve_batch_size: int = Field(16, ge=1, description="requests per retriever batch (@serve.batch)")
-    rerank_batch_pairs: int = Field(64, ge=1, description="query-skill pairs per reranker batch")
+    rerank_batch_pairs: int = Field(64, ge=1, description="query-skill pairs a reranker batch gathers from "
+                                    "concurrent requests (@serve.batch)")
+    rerank_batch_tokens: int | None = Field(None, gt=0, description="token budget of one reranker forward: a "
+                                            "batch's pairs go through the model in rows of at most this many "
+                                            "tokens (GPU: 65536); none: rerank_batch_pairs pairs' worth")
+    rerank_packing: bool = Field(True, description="a decoder reranker (Qwen3) scores padding-free packed rows "
+                                 "(models/packing.py; varlen FlashAttention on GPUs); BERT-style models pad")
+    rerank_compile: bool = Field(False, description="torch.compile the reranker's layers when a replica starts "
+                                 "(GPUs: faster forwards after a compile of about a minute)")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
     memory_search: bool = Field(True, description="a Lite index: search each replica's pinned version from a copy "
                                 "of its vectors in memory (exact, the same ranking; Lite's own search copies the "

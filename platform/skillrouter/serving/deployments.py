@@ -16,6 +16,7 @@ stalled clients cost sockets, not the slots that `/healthz` and real work need.
 # No `from __future__ import annotations` here: FastAPI must see the endpoints' annotations as objects (Serve's
 # class-based ingress rebuilds the methods, and string annotations would no longer resolve).
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -38,10 +39,12 @@ from skillrouter.config import PipelineConfig
 from skillrouter.retrieval.filters import Catalogue
 from skillrouter.retrieval.first_stage import RetrieveQuery
 from skillrouter.retrieval.rerank import rerank_order, rerank_scores
+from skillrouter.serving import compat
 from skillrouter.serving.admin import AdminError, IndexWriter, generation_path
 from skillrouter.serving.docs import offline_docs
 from skillrouter.serving.edge import SAFE_REQUEST_ID, read_body, replaying
 from skillrouter.serving.generations import Generations
+from skillrouter.serving.mcp import MCP_PATH, HttpEndpoint, Refused, SkillHit
 from skillrouter.serving.metrics import replica_metrics
 from skillrouter.serving.schemas import (
     MAX_ADMIN_BODY_BYTES,
@@ -166,13 +169,13 @@ class Guard:
         try:
             if admin:
                 check_admin(headers.get("authorization"))
-            elif scope["path"] == "/v1/route" and scope["method"] == "POST":
+            elif scope["method"] == "POST" and scope["path"] in compat.ADMITTED_PATHS:
                 route_admission()
         except HTTPException as err:
             return await self._answer(scope, send, err.status_code, err.detail, err.headers, close=has_body)
         if not has_body:
             return await self.app(scope, receive, send)
-        limit = MAX_ADMIN_BODY_BYTES if admin else MAX_ROUTE_BODY_BYTES
+        limit = MAX_ADMIN_BODY_BYTES if admin else compat.ADMITTED_PATHS.get(scope["path"], MAX_ROUTE_BODY_BYTES)
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -226,7 +229,7 @@ class AccessLog:
         finally:
             # `Guard` may answer before the router runs: its endpoints keep their label (other paths stay unmatched)
             endpoint = getattr(scope.get("route"), "path", None) or (
-                scope["path"] if scope["path"] in ("/v1/route", "/v1/index") else "unmatched")
+                scope["path"] if scope["path"] in (*compat.ADMITTED_PATHS, "/v1/index") else "unmatched")
             ms = (time.perf_counter() - started) * 1000
             fields = scope.get("state", {}).get("log_fields", {})
             metrics = replica_metrics()
@@ -270,6 +273,17 @@ def plan_route(body: RouteRequest, default_first_stage: str, has_reranker: bool,
     except ValueError as err:
         raise HTTPException(422, str(err)) from None
     return query, rerank
+
+
+@contextlib.contextmanager
+def admitted():
+    """Count a request toward this replica's `serving.max_in_flight` while it works (503 when full)."""
+    route_admission()
+    _Replica.in_flight += 1
+    try:
+        yield
+    finally:
+        _Replica.in_flight -= 1
 
 
 def _pairs(items: list[tuple[str, list[str]]]) -> int:
@@ -352,6 +366,48 @@ class Ingress:
             raise HTTPException(404, f"no skill with id {skill_id!r}")
         return found
 
+    @api.post("/v1/embeddings", response_model=compat.EmbeddingsResponse, responses=ERRORS,
+              summary="OpenAI-compatible embeddings from the served encoder (query or document side)")
+    async def embeddings(self, body: compat.EmbeddingsRequest, request: Request) -> compat.EmbeddingsResponse:
+        with admitted():
+            out = await self._call(self.retriever.embed.remote(compat.as_inputs(body), body.input_type), "retriever")
+        if body.dimensions is not None and body.dimensions != out["vectors"].shape[1]:
+            raise HTTPException(400, f"dimensions={body.dimensions}: this encoder gives {out['vectors'].shape[1]}")
+        request.state.log_fields = {"inputs": len(out["vectors"]), "input_type": body.input_type}
+        return compat.embeddings_response(out["vectors"], body, out["model"], out["tokens"])
+
+    @api.post("/v1/rerank", response_model=compat.RerankResponse, responses=ERRORS,
+              summary="Cohere/Jina-compatible reranking of given documents with the served cross-encoder")
+    async def rerank(self, body: compat.RerankRequest, request: Request) -> compat.RerankResponse:
+        if self.reranker is None:
+            raise HTTPException(400, "this server runs no reranker (serving.reranker, or train one)")
+        with admitted():
+            logits = await self._call(self.reranker.score_documents.remote(body.query, body.documents), "reranker")
+        request.state.log_fields = {"documents": len(body.documents), "top_n": body.top_n}
+        return compat.rerank_response(logits, body, self.reranker_name, request_id(request))
+
+    @api.post(MCP_PATH, include_in_schema=False)
+    async def mcp(self, request: Request):
+        """MCP over streamable HTTP (`serving.mcp`): `search_skills` routes as `/v1/route` does."""
+        if getattr(self, "_mcp", None) is None:
+            self._mcp = HttpEndpoint(self._search_skills, self._open_skill, self.cfg.host,
+                                     compat.ADMITTED_PATHS[MCP_PATH])
+        with admitted():
+            return await self._mcp.respond(request.scope, request.receive)
+
+    async def _search_skills(self, query: str, top_k: int, filters) -> list:
+        body = RouteRequest(query=query, top_k=top_k, filters=filters)
+        # the tool runs in the MCP session's task: a request of its own, with its own id, for `_route`
+        own = Request({"type": "http", "method": "POST", "path": MCP_PATH, "headers": [], "state": {}})
+        try:
+            answer = await self._route(body, own, time.perf_counter())
+        except HTTPException as err:  # the agent reads why (an unsafe filter value, an overload)
+            raise Refused(str(err.detail)) from None
+        return [SkillHit(**r.model_dump()) for r in answer.results]
+
+    async def _open_skill(self, skill_id: str) -> dict | None:
+        return await self._call(self.retriever.get_skill.remote(skill_id), "retriever")
+
     @api.get("/healthz", response_model=Health, summary="liveness: the ingress answers")
     async def healthz(self) -> Health:
         return Health(status="ok")
@@ -431,6 +487,12 @@ class Retriever:
                                  for (_, score), s in zip(answer.hits, found) if s is not None]})
         return out
 
+    async def embed(self, texts: list[str], input_type: str) -> dict:
+        """Unit vectors of texts with the encoder of the current generation (`/v1/embeddings`)."""
+        async with self.state.use() as (stage, _):
+            vectors, tokens = await asyncio.to_thread(compat.embed_texts, stage.encoder, texts, input_type)
+            return {"vectors": vectors, "tokens": tokens, "model": stage.encoder.spec.model}
+
     async def get_skill(self, skill_id: str) -> dict | None:
         async with self.state.use() as (stage, _):
             skill = stage.catalogue.get(skill_id)
@@ -457,8 +519,16 @@ class RerankerDeployment:
         self.name = model
         if model is None:
             return
+        serving = config.serving
         self.model = Reranker.load(RerankerSpec(model=model, max_length=config.reranker.max_length,
-                                                  windows=config.reranker.windows))
+                                                windows=config.reranker.windows),
+                                   packed=serving.rerank_packing, compile=serving.rerank_compile,
+                                   max_batch_tokens=serving.rerank_batch_tokens)
+        if serving.rerank_compile:  # compile now, while the replica starts, not in its first requests
+            from skillrouter.corpus.skill import Skill
+
+            warm = [Skill(f"warm-up/{n}", "warm up", "a skill", "step " * n) for n in (16, 200, 900)]
+            self.model.score_batch([("warm up", warm), ("warm up again", warm[:2])])
         self.catalogue: Generations[Catalogue] = Generations(
             generation_path(config), lambda previous: load_catalogue(config), wait_s=config.serving.reload_wait_s)
         # one request's pairs (up to routing.retrieve_k) must fit in a batch
@@ -478,6 +548,10 @@ class RerankerDeployment:
         self.metrics.batch_size.observe(sum(len(s) for s in skills), tags={"stage": "rerank"})
         self.metrics.stage("rerank", ms)
         return [{"scores": row, "rerank_ms": ms} for row in scores]
+
+    async def score_documents(self, query: str, documents: list[str]) -> list[float]:
+        """The cross-encoder's logits for given documents (`/v1/rerank`), in their order."""
+        return await asyncio.to_thread(compat.score_documents, self.model, query, documents)
 
     async def ready(self) -> dict:
         if self.name is None:
