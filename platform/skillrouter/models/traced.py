@@ -111,6 +111,7 @@ class TracedQueries:
         self.module, self.tokenizer, self.query_max_chars = module, tokenizer, query_max_chars
 
     @torch.inference_mode()
+    @torch.jit.optimized_execution(False)  # a process runs it a few times: optimising costs more than it saves
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         rows = []
         for query in queries:
@@ -207,6 +208,7 @@ class TracedPairs:
         return self.tokenizer.encode(query, skill.text()).ids
 
     @torch.inference_mode()
+    @torch.jit.optimized_execution(False)
     def score_batch(self, items: Sequence[tuple[str, Sequence[Skill]]]) -> list[torch.Tensor]:
         scores = []
         for query, skills in items:
