@@ -1,6 +1,6 @@
 """benchmarks/README.md's serving tables, built from the JSON files `serve_gpu.py` writes (never typed by hand):
 
-    python benchmarks/results_table.py [benchmarks/results/serve_gpu-*.json ...]
+    python benchmarks/results_table.py [--rerank on|off] [benchmarks/results/serve_gpu-*.json ...]
 """
 
 import glob
@@ -8,7 +8,7 @@ import json
 import sys
 
 
-def table(result: dict) -> str:
+def table(result: dict, rerank: str | None = None) -> str:
     anchor = result.get("anchor", {})
     pairs = result.get("pairs", {})
     lines = [f"`{result['command']}`", "",
@@ -23,6 +23,8 @@ def table(result: dict) -> str:
              "non-2xx | tokens/s | MFU | x anchor |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in result.get("runs", []):
+        if rerank is not None and r["rerank"] != (rerank == "on"):
+            continue
         s = r["server_mean_ms"]
         stages = " / ".join(str(s[k]) for k in ("embed", "search", "rerank", "total"))
         mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else ""
@@ -34,8 +36,12 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
-    paths = sys.argv[1:] or sorted(glob.glob("benchmarks/results/serve_gpu-*.json"))
-    print("\n\n".join(table(json.loads(open(p).read())) for p in paths))
+    args = sys.argv[1:]
+    rerank = None
+    if args[:1] == ["--rerank"]:
+        rerank, args = args[1], args[2:]
+    paths = args or sorted(glob.glob("benchmarks/results/serve_gpu-*.json"))
+    print("\n\n".join(table(json.loads(open(p).read()), rerank) for p in paths))
 
 
 if __name__ == "__main__":

@@ -283,3 +283,8 @@ def test_a_score_store_lets_a_later_process_skip_the_pairs_an_earlier_one_scored
     rerank.rerank_scores(retrained, [("q", [a, b])], rerank.score_store(tmp_path / "cache", spec))
     assert retrained.pairs == 2
     assert rerank.score_store(tmp_path / "cache", RerankerSpec("minilm")) is None  # no version: never stored
+    # serving (memo off) scores every pair it is asked, however often: what its load tests must measure
+    serving = Counting(spec)
+    for _ in range(2):
+        assert rerank.rerank_scores(serving, [("q", [a, b])], memo=False) == [{"a": 3.25, "b": 5.25}]
+    assert serving.pairs == 4

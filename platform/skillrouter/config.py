@@ -235,8 +235,10 @@ class IndexConfig(_Section):
     windows: int = Field(1, ge=1, description=WINDOWS_DOC)
     batch_size: int = Field(64, gt=0, description="texts per encoder batch")
     max_batch_tokens: int | None = Field(None, gt=0, description="token budget per encoder forward (GPU: 131072)")
-    packing: bool = Field(True, description="a decoder encoder (Qwen3) embeds padding-free packed rows of "
-                          "max_batch_tokens tokens (models/packing.py); BERT-style models pad")
+    packing: bool = Field(False, description="a decoder encoder (Qwen3) embeds padding-free packed rows of "
+                          "max_batch_tokens tokens (models/packing.py; BERT-style models pad). Off: on the H200 the "
+                          "69K pool embedded packed with compiled layers at 168 skills/s, slower than padded "
+                          "length-sorted batches (benchmarks/README.md, serving on the H200)")
     compile_encoder: bool = Field(False, description="torch.compile the encoder's layers (pays off on GPUs)")
     embed_actors: int = Field(1, ge=1, description="encoder actors for a build (one GPU each on a GPU cluster)")
     use_gpu: Literal["auto"] | bool = Field("auto", description=USE_GPU_DOC)

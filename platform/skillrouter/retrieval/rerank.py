@@ -66,15 +66,17 @@ def score_store(cache_dir: str | Path, spec) -> ScoreStore | None:
 
 
 def rerank_scores(reranker, items: Sequence[tuple[str, Sequence[Skill]]],
-                  store: ScoreStore | None = None) -> list[dict[str, float]]:
+                  store: ScoreStore | None = None, memo: bool = True) -> list[dict[str, float]]:
     """A cross-encoder's score of each (query, skill) pair, {skill id: score} per item; the pairs of every item
     go through `Reranker.score_batch` together (length-sorted batches). A pair this process scored before with the
     same model and the same skill text is not scored again (an LRU of `SCORE_MEMO_SIZE`): systems that share a
     reranker see the same heads, and the evaluation scores a benchmark's pairs once for all of them. With a `store`
-    (the model's own), a pair any earlier process scored is read from it, and new scores are added to it."""
+    (the model's own), a pair any earlier process scored is read from it, and new scores are added to it.
+    `memo` false (serving) scores every pair: a replica's answers cost what they cost, and a load test that repeats
+    its requests measures the model, not the LRU."""
     model = getattr(reranker, "spec", None) or reranker  # a model without a spec is its own key
     keys = [[(model, q, s.id, s.content_hash) for s in skills] for q, skills in items]
-    known = {key: _memo[key] for row in keys for key in row if key in _memo}
+    known = {key: _memo[key] for row in keys for key in row if key in _memo} if memo else {}
     if store is not None:
         missing = {ScoreStore.pair(*key[1:]): key for row in keys for key in row if key not in known}
         known.update((missing[pair], score) for pair, score in store.get(list(missing)).items())
@@ -86,7 +88,7 @@ def rerank_scores(reranker, items: Sequence[tuple[str, Sequence[Skill]]],
     known.update(new)
     if store is not None and new:
         store.put({ScoreStore.pair(*key[1:]): score for key, score in new.items()})
-    for key in (key for row in keys for key in row):
+    for key in (key for row in keys for key in row) if memo else ():
         _memo[key] = known[key]
         _memo.move_to_end(key)
     while len(_memo) > SCORE_MEMO_SIZE:

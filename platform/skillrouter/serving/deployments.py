@@ -543,7 +543,8 @@ class RerankerDeployment:
         async with self.catalogue.use() as (catalogue, _):
             skills = [[s for s in map(catalogue.get, ids) if s is not None] for _, ids in items]
         started = time.perf_counter()
-        scores = await asyncio.to_thread(rerank_scores, self.model, [(q, s) for (q, _), s in zip(items, skills)])
+        scores = await asyncio.to_thread(rerank_scores, self.model, [(q, s) for (q, _), s in zip(items, skills)],
+                                         memo=False)
         ms = (time.perf_counter() - started) * 1000
         self.metrics.batch_size.observe(sum(len(s) for s in skills), tags={"stage": "rerank"})
         self.metrics.stage("rerank", ms)
