@@ -98,3 +98,28 @@ def tiny_qwen3_reranker(tiny_qwen3) -> Path:
 
     tok = AutoTokenizer.from_pretrained(tiny_qwen3)
     return save_qwen3(tiny_qwen3.parent / "reranker", tok, size="tiny", causal_lm=True, seed=1)
+
+
+def served_sample_config(root: Path, reranker: Path, skills: int):
+    """A serving profile over `skills` bundled skills of distinct categories under `root`: MiniLM encoder (index
+    built at start), `reranker`, 128-token inputs, at most 4 route requests in flight, small replicas, a free
+    port. Returns (config, skills); the caller adjusts the rest and starts it."""
+    from skillrouter.config import PipelineConfig
+    from skillrouter.corpus.ingest import read_skills, write_skills
+    from skillrouter.serving.app import free_port
+
+    picked: dict = {}
+    for skill in read_skills("bundled"):
+        picked.setdefault(skill.category, skill)
+    sample = list(picked.values())[:skills]
+    write_skills(sample, root / "skills.parquet")
+    config = PipelineConfig(run_dir=str(root / "run"))
+    config.corpus.sources = [str(root / "skills.parquet")]
+    config.mining.cache_dir = str(root / "cache")
+    config.index.max_length = 128
+    config.reranker.max_length = 128
+    s = config.serving
+    s.reranker, s.max_in_flight, s.port = str(reranker), 4, free_port()
+    for d in (s.retriever, s.reranker_deployment):
+        d.num_cpus = 0.25
+    return config, sample

@@ -11,9 +11,7 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from skillrouter.config import PipelineConfig
-from skillrouter.corpus.ingest import read_skills, write_skills
-from skillrouter.corpus.skill import Skill
+from conftest import served_sample_config
 
 
 def call(url: str, path: str, body=None, *, raw: bytes | None = None, method: str = "POST",
@@ -35,23 +33,9 @@ def call(url: str, path: str, body=None, *, raw: bytes | None = None, method: st
 
 @pytest.fixture(scope="module")
 def served(ray_cluster, tmp_path_factory, tiny_qwen3_reranker):
-    from skillrouter.serving.app import free_port, start, stop
+    from skillrouter.serving.app import start, stop
 
-    root = tmp_path_factory.mktemp("compat")
-    picked: dict[str, Skill] = {}
-    for skill in read_skills("bundled"):
-        picked.setdefault(skill.category, skill)
-    skills = list(picked.values())[:8]
-    write_skills(skills, root / "skills.parquet")
-    config = PipelineConfig(run_dir=str(root / "run"))
-    config.corpus.sources = [str(root / "skills.parquet")]
-    config.mining.cache_dir = str(root / "cache")
-    config.index.max_length = 128
-    config.reranker.max_length = 128
-    s = config.serving
-    s.reranker, s.max_in_flight, s.port = str(tiny_qwen3_reranker), 4, free_port()
-    for d in (s.retriever, s.reranker_deployment):
-        d.num_cpus = 0.25
+    config, skills = served_sample_config(tmp_path_factory.mktemp("compat"), tiny_qwen3_reranker, 8)
     url = start(config, log=lambda _: None)
     yield url, config, skills
     stop()

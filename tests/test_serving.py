@@ -13,6 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from conftest import served_sample_config
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import read_skills, write_skills
 from skillrouter.corpus.skill import Skill
@@ -220,26 +221,14 @@ def call(url: str, method: str, path: str, body=None, *, raw: bytes | None = Non
 def served(ray_cluster, tmp_path_factory, tiny_qwen3_reranker):
     """The application over 12 bundled skills of 12 categories: MiniLM encoder (index built at start), the tiny
     Qwen3 reranker, two retriever replicas, at most 4 route requests in flight."""
-    from skillrouter.serving.app import free_port, start, stop
+    from skillrouter.serving.app import start, stop
 
-    root = tmp_path_factory.mktemp("serving")
-    picked: dict[str, Skill] = {}
-    for skill in read_skills("bundled"):
-        picked.setdefault(skill.category, skill)
-    write_skills(list(picked.values())[:12], root / "skills.parquet")
-    config = PipelineConfig(run_dir=str(root / "run"))
-    config.corpus.sources = [str(root / "skills.parquet")]
-    config.mining.cache_dir = str(root / "cache")
-    config.index.max_length = 128
-    config.reranker.max_length = 128
+    config, skills = served_sample_config(tmp_path_factory.mktemp("serving"), tiny_qwen3_reranker, 12)
     s = config.serving
-    s.reranker, s.admin_token, s.max_in_flight, s.port = str(tiny_qwen3_reranker), TOKEN, 4, free_port()
-    s.reload_wait_s = 30
+    s.admin_token, s.reload_wait_s = TOKEN, 30
     s.retriever.num_replicas = 2
-    for d in (s.retriever, s.reranker_deployment):
-        d.num_cpus = 0.25
     url = start(config, log=lambda _: None)
-    yield url, config, list(picked.values())[:12]
+    yield url, config, skills
     stop()
 
 
