@@ -77,3 +77,25 @@ def test_bert_reranker_export_loads_as_cross_encoder(tmp_path):
     card = (path / "README.md").read_text()
     assert 'pipeline_tag: "text-ranking"' in card and "CrossEncoder(PATH)" in card
     assert "| temperature | 0.05 |" in card
+
+
+def test_the_run_evaluation_goes_into_the_card_without_changing_the_models_version(tmp_path):
+    """The report stage writes the run's table into each export's card; caches keyed by the weights' version
+    (embeddings, reranker scores, evaluation provenance) must not see a new model for it."""
+    from skillrouter.models.exports import set_card_evaluation, write_model_card
+    from skillrouter.models.loading import model_version
+
+    out = tmp_path / "encoder"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (out / "model.safetensors").write_bytes(b"weights")
+    write_model_card(out, {"kind": "encoder", "base_model": "minilm", "steps": 32})
+    version = model_version(str(out))
+    assert set_card_evaluation(out, "| system | Hit@1 |\n| --- | ---: |\n| finetuned | 79.6 |")
+    card = (out / "README.md").read_text()
+    assert card.count("## Evaluation") == 1 and "| finetuned | 79.6 |" in card and "| steps | 32 |" in card
+    assert "report.md` holds its evaluation" not in card  # the placeholder is replaced, not kept beside
+    assert model_version(str(out)) == version
+    (out / "model.safetensors").write_bytes(b"retrained")
+    assert model_version(str(out)) != version  # the weights still count
+    assert not set_card_evaluation(tmp_path / "no-card", "x")

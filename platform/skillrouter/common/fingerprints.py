@@ -13,13 +13,14 @@ def digest(*parts) -> str:
     return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def files_version(path: str | Path) -> str:
+def files_version(path: str | Path, ignore: tuple[str, ...] = ()) -> str:
     """A file's or a folder's version by its files' names, sizes and modification times (no reading: cheap for
-    model weights and skill trees); empty when the path does not exist."""
+    model weights and skill trees); empty when the path does not exist. Files named in `ignore` (a model's card)
+    do not count."""
     path = Path(path).expanduser()
     if not path.exists():
         return ""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name not in ignore)
     h = hashlib.sha256()
     for f in files:
         st = f.stat()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skillrouter.common.tables import format_table
+from skillrouter.common.tables import format_table, markdown_table
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill
 from skillrouter.evaluation.benchmark import Benchmark, Task, benchmark_version
@@ -134,12 +134,13 @@ def read_result(directory: str | Path, bench: Benchmark | None = None) -> EvalRe
                       data.get("provenance", {}))
 
 
-def metrics_table(results: list[EvalResult], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
-    """One row per (system, task subset), one column per metric, as percentages."""
+def metrics_table(results: list[EvalResult], metrics: tuple[str, ...] = TABLE_METRICS, markdown: bool = False) -> str:
+    """One row per (system, task subset), one column per metric, as percentages; aligned text for a console, or
+    a Markdown table."""
     rows = []
     for r in results:
         for subset in SUBSETS:
             m = r.metrics[subset]
             rows.append([r.system, subset, int(m["n"]), *(100 * m[name] for name in metrics)])
-    return format_table(["system", "tasks", "n", *metrics], rows, floatfmt=".1f")
+    return (markdown_table if markdown else format_table)(["system", "tasks", "n", *metrics], rows, floatfmt=".1f")
 

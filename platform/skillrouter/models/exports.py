@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from skillrouter.models.encoder import DEFAULT_TASK
-from skillrouter.models.loading import BUNDLED_MINILM, is_decoder
+from skillrouter.models.loading import BUNDLED_MINILM, MODEL_CARD, is_decoder
 from skillrouter.models.reranker import DEFAULT_INSTRUCTION, PREFIX, SUFFIX
 
 HUB_NAMES = {BUNDLED_MINILM: "sentence-transformers/all-MiniLM-L6-v2"}
@@ -115,8 +115,8 @@ def write_model_card(out_dir: str | Path, info: dict, hyperparameters: dict | No
             f"| setting | value |\n| --- | --- |\n{table}\n")
     text += f"\n## Evaluation\n\n{evaluation.strip()}\n" if evaluation else \
         "\n## Evaluation\n\nThe run's report (`RUN_DIR/report/report.md`) holds its evaluation.\n"
-    (out / "README.md").write_text(text)
-    return out / "README.md"
+    (out / MODEL_CARD).write_text(text)
+    return out / MODEL_CARD
 
 
 def write_exports(out_dir: str | Path, info: dict, hyperparameters: dict | None = None) -> None:
@@ -126,3 +126,16 @@ def write_exports(out_dir: str | Path, info: dict, hyperparameters: dict | None 
     else:
         write_cross_encoder(out_dir)
     write_model_card(out_dir, info, hyperparameters)
+
+
+def set_card_evaluation(out_dir: str | Path, evaluation: str) -> bool:
+    """Put the run's evaluation (markdown) into an export's model card, in place of its Evaluation section; False
+    when the folder has no card. The card is not part of the weights' version (`loading.model_version`), so caches
+    keyed by it stay valid."""
+    card = Path(out_dir) / MODEL_CARD
+    if not card.is_file():
+        return False
+    text = card.read_text()
+    head = text.split("\n## Evaluation\n", 1)[0].rstrip("\n")
+    card.write_text(f"{head}\n\n## Evaluation\n\n{evaluation.strip()}\n")
+    return True

@@ -9,6 +9,7 @@ from pathlib import Path
 
 BUNDLED_MINILM = "minilm"
 EXPORT_INFO = "skillrouter.json"  # written by the training jobs beside each export
+MODEL_CARD = "README.md"  # likewise (models/exports.py); not part of the weights' version
 logger = logging.getLogger(__name__)
 
 
@@ -28,7 +29,9 @@ def model_version(name: str) -> str:
     empty for a Hugging Face id or the bundled MiniLM."""
     from skillrouter.common.fingerprints import files_version
 
-    return "" if name == BUNDLED_MINILM or not Path(name).expanduser().is_dir() else files_version(name)
+    if name == BUNDLED_MINILM or not Path(name).expanduser().is_dir():
+        return ""
+    return files_version(name, ignore=(MODEL_CARD,))  # the card gains the run's evaluation after training
 
 
 def export_info(name: str) -> dict:

@@ -46,6 +46,7 @@ from skillrouter.evaluation.selection import (
 )
 from skillrouter.index.build import index_uri
 from skillrouter.mining.job import GROUPS_FILE, print_mining_summary, run_mining
+from skillrouter.models.exports import set_card_evaluation
 from skillrouter.models.loading import model_version
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
 from skillrouter.retrieval.categories import load_categories
@@ -224,6 +225,10 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
         plots = sorted(str(p.relative_to(out["report"].parent)) for p in out["report"].parent.rglob("*.png"))
         log(f"   {out['report']} with " + ", ".join(plots)
             + "; the paper's ablations: `skillrouter ablations --config ...` adds them")
+        cards = [kind for kind in KINDS if set_card_evaluation(run_dir / "models" / kind, card_evaluation(results))]
+        if cards:
+            log(f"   the {' and '.join(cards)} model card{'s' if len(cards) > 1 else ''} (models/*/README.md) "
+                "now hold these results")
     if results:
         stages.run("report", "report: metrics per system, Hit@k curves, the paper's comparisons", do_report)
 
@@ -232,6 +237,14 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
     for name, path in out.items():
         log(f"   {name:<16} {path}")
     return out
+
+
+def card_evaluation(results: Sequence) -> str:
+    """The run's results as the model cards show them: one table per benchmark (every evaluated system)."""
+    names = list(dict.fromkeys(r.benchmark for r in results))
+    return "\n\n".join(f"Benchmark `{name}` (this run's evaluation; `RUN_DIR/report/report.md` has the rest):\n\n"
+                         + metrics_table([r for r in results if r.benchmark == name], markdown=True)
+                         for name in names)
 
 
 def evaluate(config: PipelineConfig, stages: Stages, out: dict[str, Path], log: Callable[[str], None]) -> list:
