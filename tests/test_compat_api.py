@@ -209,6 +209,35 @@ def test_mcp_endpoint_is_admitted_and_guarded_like_route(served):
     assert status == 421 and "Host" in answer, answer  # DNS-rebinding protection on a loopback ingress
 
 
+def test_embeddings_and_rerank_are_refused_503_with_retry_after_past_max_in_flight(served):
+    """A burst over the four requests in flight the profile allows: the rest are 503 with Retry-After, as for
+    /v1/route; none is another 5xx, and every refused request was left undone."""
+    import threading
+
+    url, _, skills = served
+    texts = [s.text()[:4000] for s in skills]
+    bodies = [("/v1/embeddings", {"model": "m", "input": texts * 8, "input_type": "document"}),
+              ("/v1/rerank", {"model": "m", "query": "merge pdfs", "documents": texts * 4})]
+    barrier, results = threading.Barrier(24), []
+
+    def burst(i: int):
+        path, body = bodies[i % 2]
+        barrier.wait()
+        status, headers, answer = call(url, path, body)
+        results.append((path, status, headers.get("retry-after"), answer))
+
+    threads = [threading.Thread(target=burst, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert len(results) == 24 and {r[1] for r in results} <= {200, 503}, [r[:2] for r in results]
+    refused = [r for r in results if r[1] == 503]
+    assert refused and all(r[2] == "1" and "serving.max_in_flight" in r[3]["detail"] for r in refused)
+    done = [r for r in results if r[1] == 200]
+    assert done and all(len(r[3]["data"] if r[0] == "/v1/embeddings" else r[3]["results"]) > 0 for r in done)
+
+
 # -- skillrouter.client ---------------------------------------------------------------------------------------------
 
 
