@@ -25,7 +25,7 @@ from skillrouter.corpus.skill import Skill
 from skillrouter.evaluation.metrics import hit_at_k, mrr_at_k
 from skillrouter.evaluation.runner import tie_order
 from skillrouter.retrieval.rerank import rerank_order, rerank_scores, score_store
-from skillrouter.retrieval.systems import get_system, reranker_spec, trained_model
+from skillrouter.retrieval.systems import get_system, reranked_name, reranker_spec, trained_model
 from skillrouter.training.data import held_out_skills
 
 SELECTION_DIR, SELECTION_FILE = "select", "selection.json"
@@ -44,7 +44,7 @@ class Row:
     def system(self) -> str:
         if self.weight is None:
             return self.first_stage
-        return f"{self.first_stage}+reranker" + (f"@{self.weight:g}" if self.weight < 1.0 else "")
+        return reranked_name(self.first_stage, self.weight)
 
 
 def ranking_quality(rankings: Sequence[Sequence[str]], wanted: Sequence[set[str]]) -> tuple[float, float]:

@@ -200,6 +200,12 @@ def rerank_weight(second: str) -> tuple[str, float]:
     return stage, value
 
 
+def reranked_name(first: str, weight: float = 1.0, model: str | None = None) -> str:
+    """The system name of `first` reranked: `FIRST+reranker` (the profile's trained one) or `FIRST+rerank:MODEL`,
+    with `@W` when fused at a weight below 1; `rerank_weight` reads the suffix back."""
+    return f"{first}+{'rerank:' + model if model else 'reranker'}" + (f"@{weight:g}" if weight < 1.0 else "")
+
+
 def reranker_spec(config: PipelineConfig, model: str | None = None):
     """The cross-encoder `model` (default: the profile's trained reranker) at the length and windows its export
     records, else the profile's."""
@@ -217,10 +223,9 @@ def _reranked(first: System, model: str | None, weight: float = 1.0) -> System:
         return RerankRetriever(first.build(skills, config), skills, spec, config.routing.retrieve_k, weight,
                                config.mining.cache_dir)
     what = model or "the profile's trained reranker"
-    fusion = f"@{weight:g}" if weight < 1.0 else ""
-    how = f", fused with the first stage's scores at weight {weight:g}" if fusion else ""
-    return System(f"{first.name}+{'rerank:' + model if model else 'reranker'}{fusion}",
-                  f"{first.description}, top-k reranked by {what}{how}", build)
+    how = f", fused with the first stage's scores at weight {weight:g}" if weight < 1.0 else ""
+    return System(reranked_name(first.name, weight, model), f"{first.description}, top-k reranked by {what}{how}",
+                  build)
 
 
 def _hybrid(dense: System) -> System:
