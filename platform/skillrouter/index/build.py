@@ -75,7 +75,8 @@ def build_index(skills: Sequence[Skill], config: PipelineConfig, *, embeddings: 
     started = begin = time.perf_counter()
     if embeddings is None:
         embeddings = embed_skills(skills, spec, config.mining.cache_dir, actors=cfg.embed_actors,
-                                  batch_size=cfg.batch_size, log=log)
+                                  batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
+                                  compile=cfg.compile_encoder, packed=cfg.packing, use_gpu=cfg.use_gpu, log=log)
     vectors = _unit_rows(embeddings, len(skills))
     seconds["embed"] = round(time.perf_counter() - started, 2)
     with open_index(config, create=True) as index:

@@ -105,7 +105,7 @@ def run_mining(skills: Sequence[Skill], queries: pa.Table, config: PipelineConfi
     started = time.perf_counter()
     embeddings = embed_skills(skills, encoder_spec(cfg), cfg.cache_dir, actors=cfg.embed_actors,
                               batch_size=cfg.embed_batch_size, max_batch_tokens=cfg.embed_max_batch_tokens,
-                              compile=cfg.compile_encoder, log=log)
+                              compile=cfg.compile_encoder, use_gpu=cfg.use_gpu, log=log)
     timings["corpus_embedding_s"] = round(time.perf_counter() - started, 2)
     index, near = build_index(skills, categories, embeddings, config, timings, log)
 

@@ -1,8 +1,9 @@
 """Corpus embeddings on Ray Data, cached on disk by (model, corpus version) for mining, training and indexing.
 
 Texts are sorted by length before batching, so a batch holds texts of similar length and little padding; each
-actor of the pool loads the encoder once (on a GPU when the cluster has one). The cache key covers the encoder
-spec and every skill's id and content hash: change one skill and the corpus is embedded again.
+actor of the pool loads the encoder once (on a GPU when the cluster has or can add one: `choose_gpus`). The cache
+key covers the encoder spec and every skill's id and content hash: change one skill and the corpus is embedded
+again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from skillrouter.common.raycluster import ensure_ray
+from skillrouter.common.raycluster import choose_gpus, ensure_ray
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill, SkillText, corpus_version
 from skillrouter.models.encoder import Encoder, EncoderSpec, skill_texts
@@ -50,8 +51,8 @@ class EmbedWorker:
     the driver) into one unit row per skill."""
 
     def __init__(self, spec: EncoderSpec, batch_size: int, max_batch_tokens: int | None, compile: bool,
-                 fields: SkillText = "full"):
-        self.encoder = Encoder.load(spec, compile=compile)
+                 fields: SkillText = "full", packed: bool = False):
+        self.encoder = Encoder.load(spec, compile=compile, packed=packed)
         self.batch_size, self.max_batch_tokens, self.fields = batch_size, max_batch_tokens, fields
 
     def __call__(self, batch: dict) -> dict:
@@ -77,16 +78,18 @@ def pool_size(actors: int | None, use_gpu: bool) -> tuple[int, float]:
 
 def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText = "full", actors: int | None = None,
                batch_size: int = 64, max_batch_tokens: int | None = None, compile: bool = False,
-               use_gpu: bool | None = None, progress: bool = True) -> np.ndarray:
+               packed: bool = False, use_gpu: bool | str = "auto", progress: bool = True,
+               log: Callable[[str], None] | None = None) -> np.ndarray:
     """One unit row per skill, in input order, from a Ray Data actor pool fed the longest skills first (`pool_size`
-    actors; a progress bar on stderr unless `progress` is false)."""
+    actors, on GPUs as `choose_gpus(use_gpu)` decides; a progress bar on stderr unless `progress` is false)."""
     import pyarrow as pa
     import ray
 
     ensure_ray()
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    use_gpu, why = choose_gpus(use_gpu)
     actors, cpus = pool_size(actors, use_gpu)
+    if log:
+        log(f"corpus embeddings: {actors} {'GPU' if use_gpu else 'CPU'} actor(s) ({why})")
     order = np.argsort([-len(s.body) for s in skills], kind="stable")
     table = pa.table({"idx": pa.array(order, pa.int64()),
                       **{c: [getattr(skills[i], c) for i in order] for c in SKILL_COLUMNS}})
@@ -94,7 +97,7 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
     ds = ray.data.from_arrow([table.slice(i, rows) for i in range(0, len(table), rows)])
     del table  # the blocks are in the object store now
     kwargs = {"spec": spec, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "compile": compile,
-              "fields": fields}
+              "fields": fields, "packed": packed}
     ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs=kwargs, batch_size=rows,
                         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
                         num_cpus=cpus)
@@ -113,7 +116,8 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
 
 def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Path, *, fields: SkillText = "full",
                  actors: int | None = 1, batch_size: int = 64, max_batch_tokens: int | None = None,
-                 compile: bool = False, embed: Callable[[list[str]], np.ndarray] | None = None,
+                 compile: bool = False, packed: bool = False, use_gpu: bool | str = "auto",
+                 embed: Callable[[list[str]], np.ndarray] | None = None,
                  log=print) -> np.ndarray:
     """The corpus matrix (one unit row per skill, in order), from the cache when the model and corpus match.
     `embed` (texts -> rows, an encoder already loaded for `spec`) replaces the Ray Data pool, e.g. in a serving
@@ -132,7 +136,8 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
     else:
         log(f"corpus embeddings: {len(skills):,} skills with {spec.model} on a Ray Data actor pool")
         emb = embed_pool(skills, spec, fields=fields, actors=actors, batch_size=batch_size,
-                         max_batch_tokens=max_batch_tokens, compile=compile)
+                         max_batch_tokens=max_batch_tokens, compile=compile, packed=packed, use_gpu=use_gpu,
+                         log=log)
     save_embeddings(emb, path, spec, skills)
     log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} in {time.perf_counter() - started:.1f} s -> {path}")
     return emb
@@ -156,6 +161,6 @@ def corpus_embeddings(skills: Sequence[Skill], spec: EncoderSpec, encoder: Encod
         return encoder.encode(texts, config.mining.embed_batch_size)
     return embed_skills(skills, spec, config.mining.cache_dir, fields=fields, actors=None,
                         batch_size=config.mining.embed_batch_size,
-                        max_batch_tokens=config.mining.embed_max_batch_tokens,
+                        max_batch_tokens=config.mining.embed_max_batch_tokens, use_gpu=config.mining.use_gpu,
                         embed=embed if len(skills) <= IN_PROCESS_MAX else None,
                         log=lambda line: print(line, file=sys.stderr, flush=True))

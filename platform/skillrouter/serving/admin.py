@@ -88,7 +88,7 @@ def build_serving_index(skills: Sequence[Skill], config: PipelineConfig, log: Ca
                         encoders: dict[EncoderSpec, Encoder] | None = None) -> dict:
     """Build a new version with the server's build encoder. Corpus embeddings come from the cache shared with
     mining when they match; else a small corpus is embedded in this process (a replica, or the app builder), a
-    large one by a Ray Data actor pool (`index.embed_actors`, on GPUs when the cluster has them)."""
+    large one by a Ray Data actor pool (`index.embed_actors`, on GPUs as `index.use_gpu` decides)."""
     config = config.model_copy(deep=True)
     config.index.encoder = build_encoder(config)
     spec = encoder_spec(config.index)
@@ -99,7 +99,7 @@ def build_serving_index(skills: Sequence[Skill], config: PipelineConfig, log: Ca
         def embed(texts: list[str]):
             return encoder.encode(texts, config.index.batch_size)
     vectors = embed_skills(skills, spec, config.mining.cache_dir, actors=config.index.embed_actors,
-                           batch_size=config.index.batch_size, embed=embed, log=log)
+                           batch_size=config.index.batch_size, use_gpu=config.index.use_gpu, embed=embed, log=log)
     return _owner_retry(lambda: build_index(skills, config, embeddings=vectors, log=log))
 
 
