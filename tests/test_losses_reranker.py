@@ -115,3 +115,19 @@ def test_packed_scoring_equals_the_padded_reference(tiny_qwen3_reranker):
     alone = Reranker(packed.model, packed.tokenizer, spec, max_batch_tokens=8)
     assert all(len(f) == 1 for f in alone.forward_batches(lengths, batch_size=16))
     torch.testing.assert_close(alone.score_batch(items[:1])[0], padded.score_batch(items[:1])[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("windows", [1, 2])
+def test_a_request_longer_than_the_pair_is_cut_not_refused(windows):
+    """A BERT-style pair cuts the document first (as 'only_second' did) and the query only when it is over half
+    the room: a long request gets scores, where the tokenizer raised before (a 500 in serving)."""
+    import numpy as np
+
+    from skillrouter.corpus.ingest import read_skills
+
+    skills = read_skills("bundled")[:3]
+    reranker = Reranker.load(RerankerSpec("minilm", max_length=128, windows=windows), device="cpu")
+    assert np.isfinite(reranker.score("my build is slow " * 100, skills).numpy()).all()
+    short = ("merge these pdfs", skills[0].text())
+    want = reranker.tokenizer(*short, truncation="only_second", max_length=128)["input_ids"]
+    assert reranker.pair_ids([short])[0] == want  # ordinary requests: the same tokens as before

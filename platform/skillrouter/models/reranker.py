@@ -83,7 +83,9 @@ class RerankerInputs:
         """Token ids of formatted pairs, at most `max_length` each, unpadded."""
         if not self.decoder:
             queries, docs = zip(*pairs)
-            return self.tokenizer(list(queries), list(docs), truncation="only_second",
+            # longest first: the document is cut, as "only_second" would, until the query is the longer one; a
+            # query over half the room is then cut too, where "only_second" raised (a long request, a 500)
+            return self.tokenizer(list(queries), list(docs), truncation="longest_first",
                                   max_length=self.spec.max_length)["input_ids"]
         # Truncate the document, never the suffix: the judgement is read at the suffix's last token.
         body = self.tokenizer([p[: -len(SUFFIX)] for p in pairs], add_special_tokens=False, truncation=True,
