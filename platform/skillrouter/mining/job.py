@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skillrouter.common.raycluster import ensure_ray
+from skillrouter.common.raycluster import choose_gpus, ensure_ray
 from skillrouter.common.tables import shorten
 from skillrouter.config import MiningConfig, PipelineConfig
 from skillrouter.corpus.skill import Skill
@@ -29,7 +29,7 @@ from skillrouter.mining.negatives import SOURCES, MiningIndex, mine_batch
 from skillrouter.models.encoder import Encoder, EncoderSpec
 from skillrouter.retrieval.bm25 import build_bm25
 from skillrouter.retrieval.categories import Categories, categories_for
-from skillrouter.retrieval.embeddings import embed_skills
+from skillrouter.retrieval.embeddings import IN_PROCESS_MAX, embed_skills
 
 GROUPS_FILE = "groups.parquet"
 NEGATIVE = pa.struct([("skill_id", pa.string()), ("source", pa.string()), ("score", pa.float64())])
@@ -103,9 +103,16 @@ def run_mining(skills: Sequence[Skill], queries: pa.Table, config: PipelineConfi
     categories = categories or categories_for(skills, seed=config.seed)
     timings["categories_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
-    embeddings = embed_skills(skills, encoder_spec(cfg), cfg.cache_dir, actors=cfg.embed_actors,
+    spec = encoder_spec(cfg)
+    embed = None
+    if len(skills) <= IN_PROCESS_MAX and not choose_gpus(cfg.use_gpu)[0]:
+        # a small corpus on CPUs: this process embeds it (an actor pool's start-up cost the main job's mining
+        # a minute for 239 skills); a GPU cluster still gets GPU actors
+        def embed(texts: list[str]) -> np.ndarray:
+            return Encoder.load(spec).encode(texts, cfg.embed_batch_size, cfg.embed_max_batch_tokens)
+    embeddings = embed_skills(skills, spec, cfg.cache_dir, actors=cfg.embed_actors,
                               batch_size=cfg.embed_batch_size, max_batch_tokens=cfg.embed_max_batch_tokens,
-                              compile=cfg.compile_encoder, use_gpu=cfg.use_gpu, log=log)
+                              compile=cfg.compile_encoder, use_gpu=cfg.use_gpu, embed=embed, log=log)
     timings["corpus_embedding_s"] = round(time.perf_counter() - started, 2)
     index, near = build_index(skills, categories, embeddings, config, timings, log)
 

@@ -91,16 +91,21 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
     if log:
         log(f"corpus embeddings: {actors} {'GPU' if use_gpu else 'CPU'} actor(s) ({why})")
     order = np.argsort([-len(s.body) for s in skills], kind="stable")
-    table = pa.table({"idx": pa.array(order, pa.int64()),
-                      **{c: [getattr(skills[i], c) for i in order] for c in SKILL_COLUMNS}})
-    rows = batch_size * 4  # one block per actor call, so that every actor of the pool gets work
-    ds = ray.data.from_arrow([table.slice(i, rows) for i in range(0, len(table), rows)])
-    del table  # the blocks are in the object store now
+    # one block per actor call, and at least one block per actor: a small corpus (the bundled 239 skills) would
+    # otherwise be one block, embedded by one actor on one core while the others wait
+    rows = max(1, min(batch_size * 4, -(-len(skills) // actors)))
+    # each block goes to the object store as it is made: the driver never holds the corpus twice (a 70K-skill
+    # pool's texts are half a gigabyte, and Arrow's allocator keeps what a whole-corpus table freed)
+    ds = ray.data.from_arrow_refs([ray.put(pa.table({"idx": pa.array(order[i:i + rows], pa.int64()),
+                                                     **{c: [getattr(skills[j], c) for j in order[i:i + rows]]
+                                                        for c in SKILL_COLUMNS}}))
+                                   for i in range(0, len(order), rows)])
     kwargs = {"spec": spec, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "compile": compile,
               "fields": fields, "packed": packed}
+    # one block in flight per actor: the first actor up would otherwise be handed every block of a small corpus
     ds = ds.map_batches(EmbedWorker, fn_constructor_kwargs=kwargs, batch_size=rows,
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
-                        num_cpus=cpus)
+                        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+                        num_gpus=1 if use_gpu else 0, num_cpus=cpus)
     out: np.ndarray | None = None
     # our own bar, not Ray Data's: one line that also advances in a log file (mininterval), in skills
     with tqdm(total=len(skills), desc="embedding skills", unit=" skills", disable=not progress, mininterval=5,
