@@ -123,3 +123,17 @@ def served_sample_config(root: Path, reranker: Path, skills: int):
     for d in (s.retriever, s.reranker_deployment):
         d.num_cpus = 0.25
     return config, sample
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_serve_left_behind():
+    """A module that left Serve running would pin its HTTP port for the next one (Serve ignores a new port while
+    it runs): stop it after every module."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        from ray import serve
+
+        serve.shutdown()

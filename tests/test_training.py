@@ -201,7 +201,7 @@ def test_export_then_reload_scores_identically(tiny_qwen3, tiny_qwen3_reranker, 
     assert "skillrouter" not in (tmp_path / "enc" / "config.json").read_text()
     AutoModel.from_pretrained(str(tmp_path / "enc"))
     after = Encoder.load(EncoderSpec(model=str(tmp_path / "enc"), max_length=64), device="cpu").encode_skills(TOY[:5])
-    np.testing.assert_array_equal(before, after)
+    np.testing.assert_allclose(before, after, atol=1e-6)  # trained packed, reloaded padded: float rounding
     assert json.loads((tmp_path / "enc" / EXPORT_INFO).read_text())["kind"] == "encoder"
 
     for name, model in (("qwen", str(tiny_qwen3_reranker)), ("minilm", "minilm")):
