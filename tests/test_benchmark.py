@@ -283,6 +283,9 @@ def test_a_score_store_lets_a_later_process_skip_the_pairs_an_earlier_one_scored
     rerank.rerank_scores(retrained, [("q", [a, b])], rerank.score_store(tmp_path / "cache", spec))
     assert retrained.pairs == 2
     assert rerank.score_store(tmp_path / "cache", RerankerSpec("minilm")) is None  # no version: never stored
+    # scores in another dtype are another model's: a bf16 scorer never reads fp32 scores, nor the reverse
+    bf16 = RerankerSpec(str(weights), 128, dtype="bfloat16")
+    assert rerank.score_store(tmp_path / "cache", bf16).path != rerank.score_store(tmp_path / "cache", spec).path
     # serving (memo off) scores every pair it is asked, however often: what its load tests must measure
     serving = Counting(spec)
     for _ in range(2):

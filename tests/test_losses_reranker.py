@@ -92,6 +92,30 @@ def test_minilm_cross_encoder_scores_pairs():
     assert scores.shape == (2,) and torch.isfinite(scores).all()
 
 
+def test_the_specs_dtype_is_the_one_it_scores_in(tmp_path):
+    """`reranker.inference_dtype` reaches the model through the spec: bf16 scores stay close to fp32's, come back
+    as fp32 tensors, and an explicit dtype argument still wins."""
+    from skillrouter.config import PipelineConfig
+    from skillrouter.models.loading import device_and_dtype, inference_dtype
+    from skillrouter.retrieval.systems import reranker_spec
+
+    torch.manual_seed(0)
+    fp32 = Reranker.load(RerankerSpec("minilm", 64), device="cpu")
+    fp32.model.save_pretrained(tmp_path / "rr")
+    fp32.tokenizer.save_pretrained(tmp_path / "rr")
+    bf16 = Reranker.load(RerankerSpec(str(tmp_path / "rr"), 64, dtype="bfloat16"), device="cpu")
+    assert bf16.model.dtype == torch.bfloat16
+    ours, theirs = bf16.score("merge my pdfs", SKILLS), fp32.score("merge my pdfs", SKILLS)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs, atol=0.05, rtol=0.02)
+    forced = Reranker.load(RerankerSpec(str(tmp_path / "rr"), 64, dtype="bfloat16"), device="cpu", dtype=torch.float32)
+    assert forced.model.dtype == torch.float32
+    assert device_and_dtype("cpu", "auto")[1] == inference_dtype("cpu")
+    assert inference_dtype("cuda") == torch.bfloat16 and device_and_dtype("cpu", None)[1] == torch.float32
+    config = PipelineConfig.model_validate({"reranker": {"inference_dtype": "float32"}})
+    assert reranker_spec(config, str(tmp_path / "rr")).dtype == "float32"
+
+
 def test_packed_scoring_equals_the_padded_reference(tiny_qwen3_reranker):
     """Serving's padding-free path: several requests' pairs packed into token-budgeted rows (fp32, CPU) score
     exactly what padded, length-sorted batches score, windows included, in the callers' order."""

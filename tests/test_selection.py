@@ -6,7 +6,7 @@ import pytest
 
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import read_skills
-from skillrouter.evaluation.selection import Row, best_row, fusion_rows, select_system, served_config
+from skillrouter.evaluation.selection import Row, best_row, fusion_rows, select_system, served_config, served_row
 from skillrouter.training.data import held_out_skills, sample_groups
 
 
@@ -29,6 +29,19 @@ def test_best_row_prefers_the_simpler_system_on_a_tie():
     assert best_row([fused, other, plain]) is other  # and among equals the earlier candidate
     better = Row("bm25", 0.3, 0.5, 0.61)
     assert best_row([plain, better, other]) is better
+
+
+def test_a_reranker_is_served_only_on_a_clear_gain_over_its_own_first_stage():
+    bm25, hybrid = Row("bm25", None, 0.80, 0.85), Row("hybrid:finetuned", None, 0.836, 0.892)
+    hair = Row("hybrid:finetuned", 0.1, 0.836, 0.893)  # the tie that once served a reranker 2 points under its base
+    assert best_row([bm25, hybrid, hair]) is hair and served_row([bm25, hybrid, hair], 0.02) is hybrid
+    clear = Row("hybrid:finetuned", 0.3, 0.86, 0.90)
+    assert served_row([bm25, hybrid, hair, clear], 0.02) is clear
+    dearer = Row("hybrid:finetuned", 0.5, 0.87, 0.88)  # more Hit@1 but a lower MRR@10: not clearly better
+    assert served_row([bm25, hybrid, dearer], 0.02) is hybrid
+    strong = Row("bm25", 0.2, 0.95, 0.97)  # a weaker first stage may win through its reranker
+    assert served_row([bm25, hybrid, strong], 0.02) is strong
+    assert served_row([bm25, hybrid, hair], 0.0) is hair  # no margin asked: the best row
 
 
 def test_held_out_skills_never_reach_training():

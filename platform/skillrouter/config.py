@@ -182,6 +182,9 @@ class RerankerTrainConfig(TrainConfig):
     loss: Literal["listwise", "pointwise"] = Field("listwise", description="pointwise BCE is the paper's ablation")
     new_head_lr: float | None = Field(None, gt=0, description="learning rate of weights the base model lacks (the "
                                       "classification head a BERT-style base gets); default: learning_rate")
+    inference_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the dtype the trained reranker scores in (evaluation, selection, serving, route); auto: "
+        "bf16 on GPUs and on CPUs that compute in it (AVX512-BF16, AMX), else fp32; training is fp32 on a CPU")
 
 
 class RoutingConfig(_Section):
@@ -202,6 +205,9 @@ class RoutingConfig(_Section):
     fusion_weights: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)],
                                         description="reranker weights tried (0: the first stage alone, 1: the "
                                         "reranker alone, the paper's)")
+    min_rerank_gain: float = Field(0.02, ge=0.0, le=1.0, description="Hit@1 a reranked system must add to its first "
+                                   "stage alone, with an MRR@10 no lower, to be served (0.02: two points; a tie or a "
+                                   "gain of one request in a small set is noise, and the simpler system wins it)")
 
 
 class EvalConfig(_Section):

@@ -4,9 +4,11 @@ Each candidate first stage (`routing.candidates`) ranks the validation queries o
 reranker then rescores each head once, and its order is fused with the first stage's at every weight of
 `routing.fusion_weights` (`retrieval.rerank.rerank_order`): weight 0 is the first stage alone, 1 the reranker alone
 (the paper's order). Rows are compared by MRR@10, then Hit@1; on a tie the simpler system wins (no reranker, then
-the lower weight), so a reranker is served only when it beats its first stage on requests about skills no model
-trained on. The same table says whether a weak reranker is a training bug (it loses even here, in distribution)
-or a shift in the requests (it wins here and loses on a benchmark written otherwise).
+the lower weight). The served system is chosen the same way among the first stages, each with its reranked row only
+where that row beats it clearly: `routing.min_rerank_gain` more Hit@1 and no less MRR@10 (a reranker that won a dev
+set by a hair once scored 2 points of Hit@1 under its first stage on the test requests). The same table says
+whether a weak reranker is a training bug (it loses even here, in distribution) or a shift in the requests (it
+wins here and loses on a benchmark written otherwise).
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ def best_row(rows: Sequence[Row]) -> Row:
         i, r = item
         return (-round(r.mrr10, 9), -round(r.hit1, 9), r.weight is not None, r.weight or 0.0, i)
     return min(enumerate(rows), key=key)[1]
+
+
+def served_row(rows: Sequence[Row], min_gain: float) -> Row:
+    """The row to serve: the best (`best_row`) among the first stages alone and the reranked rows that beat their
+    own first stage alone by `min_gain` of Hit@1 with no lower MRR@10."""
+    alone = {r.first_stage: r for r in rows if r.weight is None}
+
+    def clear_gain(r: Row) -> bool:
+        first = alone.get(r.first_stage)
+        return first is None or (r.hit1 >= first.hit1 + min_gain - 1e-9 and r.mrr10 >= first.mrr10 - 1e-9)
+    return best_row([r for r in rows if r.weight is None or clear_gain(r)])
 
 
 def validation_queries(groups: pa.Table, config: PipelineConfig) -> tuple[list[str], list[str], int]:
@@ -142,24 +155,24 @@ def select_system(skills: Sequence[Skill], groups: pa.Table, config: PipelineCon
         dev = score_candidates(bench.skills, [t.query for t in bench.tasks], [set(t.gt_skill_ids) for t in bench.tasks],
                                config, reranker, fitted, lambda m: log("  " + m))
         chooser = bench.name
-    chosen = best_row(dev or rows)
+    chosen = served_row(dev or rows, config.routing.min_rerank_gain)
     table = dev or rows
-    alone = {r.first_stage: r for r in table if r.weight is None}
     return {
         "system": chosen.system, "first_stage": FIRST_STAGES[chosen.first_stage], "rerank": chosen.weight is not None,
         "rerank_weight": chosen.weight if chosen.weight is not None else 1.0, "chosen_on": chooser,
         "validation": {"queries": len(queries), "held_out_skills": held_out, "corpus": len(skills)},
         "reranker": None if reranker is None else reranker.spec.model,
-        "why": why(chosen, alone, {r.first_stage: r for r in rows if r.weight == 1.0}, chooser, fitted),
+        "why": why(chosen, table, {r.first_stage: r for r in rows if r.weight == 1.0}, chooser, fitted,
+                   config.routing.min_rerank_gain),
         "rows": [asdict(r) | {"system": r.system} for r in rows],
         "chosen_rows": [asdict(r) | {"system": r.system} for r in dev] if dev else None,
         "seconds": round(time.perf_counter() - started, 1)}
 
 
-def why(chosen: Row, alone: dict[str, Row], plain: dict[str, Row], chooser: str,
-        fitted: dict[str, list[float]]) -> str:
+def why(chosen: Row, table: Sequence[Row], plain: dict[str, Row], chooser: str, fitted: dict[str, list[float]],
+        min_gain: float) -> str:
     """One sentence a person reads: what is served, on what it won, and what the reranker did."""
-    first = alone[chosen.first_stage]
+    first = next(r for r in table if r.first_stage == chosen.first_stage and r.weight is None)
     text = f"{chosen.system}: Hit@1 {100 * chosen.hit1:.1f}, MRR@10 {100 * chosen.mrr10:.1f} on {chooser}"
     if chosen.weight is not None:
         return text + (f", against {100 * first.hit1:.1f} / {100 * first.mrr10:.1f} for {chosen.first_stage} "
@@ -167,8 +180,11 @@ def why(chosen: Row, alone: dict[str, Row], plain: dict[str, Row], chooser: str,
     reranked = plain.get(chosen.first_stage)
     if reranked is None:
         return text + " (no trained reranker)"
-    return text + (f"; the reranker (validation Hit@1 alone {100 * reranked.hit1:.1f}; fused at "
-                   f"{fitted[chosen.first_stage][0]:g}) does not beat it, so it is not served")
+    weight = fitted[chosen.first_stage][0]
+    fused = next((r for r in table if r.first_stage == chosen.first_stage and r.weight == weight), None)
+    scored = "" if fused is None else f": {100 * fused.hit1:.1f} / {100 * fused.mrr10:.1f} there"
+    return text + (f"; the reranker (validation Hit@1 alone {100 * reranked.hit1:.1f}; fused at {weight:g}{scored}) "
+                   f"does not beat it by {100 * min_gain:g} points of Hit@1, so it is not served")
 
 
 def selection_table(selection: dict) -> list[str]:

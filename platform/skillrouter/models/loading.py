@@ -79,11 +79,26 @@ def dtype_kwargs(dtype) -> dict:
 
 
 def device_and_dtype(device: str | None, dtype):
-    """Defaults for loading a model: the GPU when there is one, bf16 there and fp32 on a CPU."""
+    """Defaults for loading a model: the GPU when there is one, bf16 there and fp32 on a CPU. `dtype` may be a
+    torch dtype or a name ("float32", "bfloat16", "auto": see `inference_dtype`)."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(dtype, str):
+        dtype = inference_dtype(device) if dtype == "auto" else getattr(torch, dtype)
     return device, dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+
+
+def inference_dtype(device: str):
+    """bf16 where the hardware computes in it (GPUs; CPUs with AVX512-BF16 or AMX, through oneDNN), else fp32.
+    Scoring only: on this project's 2-core AVX512-BF16 machine a MiniLM reranker scores a pair in half the time of
+    fp32, ranking 20 candidates the same (Spearman 0.999 against fp32 scores); int8 dynamic quantisation was as
+    fast but reordered them (0.92)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
 def prepare_tokenizer(tokenizer):

@@ -42,6 +42,8 @@ class RerankerSpec:
     max_length: int = 512
     instruction: str = DEFAULT_INSTRUCTION
     windows: int = 1  # a skill longer than the pair's room: the best of up to this many windows (models/windows.py)
+    dtype: str | None = None  # when `load` gets none: "auto" (models.loading.inference_dtype), a name, None: fp32
+                              # on a CPU; part of the spec, so scores stored for one dtype are never read for another
 
 
 class RerankerInputs:
@@ -127,7 +129,7 @@ class Reranker(RerankerInputs):
 
         spec = RerankerSpec(model=spec) if isinstance(spec, str) else spec
         path = resolve_model_path(spec.model)
-        device, dtype = device_and_dtype(device, dtype)
+        device, dtype = device_and_dtype(device, dtype or spec.dtype)
         auto = AutoModelForCausalLM if is_decoder(AutoConfig.from_pretrained(path)) else \
             AutoModelForSequenceClassification
         extra = {} if auto is AutoModelForCausalLM else {"num_labels": 1}

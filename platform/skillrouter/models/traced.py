@@ -227,9 +227,9 @@ def _check_skills() -> list[Skill]:
 
 
 def save_traced_pairs(reranker: Reranker, directory: str | Path) -> bool:
-    """Trace `reranker`'s pair scoring into `directory`; False (nothing written) when it cannot be traced (a decoder,
-    windows, inputs other than BERT's three) or differs from the reranker on `CHECK_QUERIES` x two skills (ids, or
-    scores by more than 1e-5)."""
+    """Trace `reranker`'s pair scoring (in its dtype) into `directory`; False (nothing written) when it cannot be
+    traced (a decoder, windows, inputs other than BERT's three) or differs from the reranker on `CHECK_QUERIES` x two
+    skills (ids, or scores by more than 1e-5)."""
     if reranker.spec.windows != 1 or not _traceable(reranker.model, reranker.tokenizer, reranker.decoder):
         return False
     skills = _check_skills()
@@ -245,13 +245,15 @@ def save_traced_pairs(reranker: Reranker, directory: str | Path) -> bool:
     for query, skill in ((q, s) for q, ss in items for s in ss):
         if traced.pair_ids(query, skill) != reranker.pair_ids([reranker.format_pair(query, skill)])[0]:
             return False
-    mine, theirs = traced.score_batch(items), reranker.score_batch(items)
-    if max(float((a - b).abs().max()) for a, b in zip(mine, theirs)) > 1e-5:
+    # one pair at a time, as the trace runs: in bf16 a padded batch's kernels round differently from a lone pair's
+    mine = torch.cat(traced.score_batch(items))
+    theirs = torch.cat([reranker.score_batch([(query, [skill])])[0] for query, ss in items for skill in ss])
+    if float((mine - theirs).abs().max()) > 1e-5:
         return False
     spec = reranker.spec
     _write(directory, module, tokenizer, {"model": spec.model, "max_length": spec.max_length,
                                          "instruction": spec.instruction, "windows": spec.windows,
-                                         "sep_token_id": reranker.tokenizer.sep_token_id})
+                                         "dtype": spec.dtype, "sep_token_id": reranker.tokenizer.sep_token_id})
     return True
 
 
@@ -260,7 +262,7 @@ def load_traced_pairs(directory: str | Path) -> TracedPairs | None:
     if read is None:
         return None
     module, tokenizer, info = read
-    spec = RerankerSpec(info["model"], info["max_length"], info["instruction"], info["windows"])
+    spec = RerankerSpec(info["model"], info["max_length"], info["instruction"], info["windows"], info.get("dtype"))
     return TracedPairs(module, tokenizer, spec, info["sep_token_id"])
 
 

@@ -27,11 +27,12 @@ _memo: OrderedDict[tuple, float] = OrderedDict()
 class ScoreStore:
     """A cross-encoder's pair scores on disk (SQLite), for the evaluation and the select stage: a later process with
     the same weights (`--rerun eval`, `skillrouter eval` again, a changed eval setting) reads a pair's score instead
-    of a forward pass (about 20 ms each on this project's 2-core CPU). One file per model and version: `path` names
-    them (`store_path`); a key is the pair's query, skill id and content hash."""
+    of a forward pass (about 20 ms each on this project's 2-core CPU, in fp32). One file per model, version and
+    dtype (`score_store`), at `path`; a key is the pair's query, skill id and content hash."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), timeout=60)
         self.db.execute("CREATE TABLE IF NOT EXISTS scores (pair TEXT PRIMARY KEY, score REAL NOT NULL)")
 

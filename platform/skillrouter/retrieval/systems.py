@@ -214,7 +214,7 @@ def reranker_spec(config: PipelineConfig, model: str | None = None):
     path = model or trained_model(config, "reranker")
     info = export_info(path)
     return RerankerSpec(path, info.get("max_length") or config.reranker.max_length,
-                        windows=info.get("windows") or config.reranker.windows)
+                        windows=info.get("windows") or config.reranker.windows, dtype=config.reranker.inference_dtype)
 
 
 def _reranked(first: System, model: str | None, weight: float = 1.0) -> System:

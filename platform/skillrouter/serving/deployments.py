@@ -513,17 +513,16 @@ class RerankerDeployment:
     so that the application has the same deployments whatever the profile and Serve config files always apply."""
 
     def __init__(self, config: PipelineConfig, model: str | None):
-        from skillrouter.models.reranker import Reranker, RerankerSpec
+        from skillrouter.models.reranker import Reranker
+        from skillrouter.retrieval.systems import reranker_spec
 
         self.metrics = replica_metrics()
         self.name = model
         if model is None:
             return
         serving = config.serving
-        self.model = Reranker.load(RerankerSpec(model=model, max_length=config.reranker.max_length,
-                                                windows=config.reranker.windows),
-                                   packed=serving.rerank_packing, compile=serving.rerank_compile,
-                                   max_batch_tokens=serving.rerank_batch_tokens)
+        self.model = Reranker.load(reranker_spec(config, model), packed=serving.rerank_packing,
+                                   compile=serving.rerank_compile, max_batch_tokens=serving.rerank_batch_tokens)
         if serving.rerank_compile:  # compile now, while the replica starts, not in its first requests
             from skillrouter.corpus.skill import Skill
 
