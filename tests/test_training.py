@@ -160,6 +160,23 @@ def test_chunked_forward_gives_the_same_loss_and_gradients(kind, tiny_qwen3, tin
         torch.testing.assert_close(grad, grads[0], atol=1e-5, rtol=1e-3)  # fp32, other summation orders
 
 
+@pytest.mark.parametrize("kind", ["encoder", "reranker"])
+def test_bf16_autocast_runs_the_forward_in_bf16_and_the_loss_in_fp32(kind, tiny_qwen3, tiny_qwen3_reranker):
+    model = str(tiny_qwen3 if kind == "encoder" else tiny_qwen3_reranker)
+    module = build_module(kind, model, 64, 0.05 if kind == "encoder" else 1.0, device="cpu")
+    q, docs = _ids(module, kind)
+    exact = module(q, docs).item()
+    outputs = []
+    linear = next(m for m in module.backbone.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda _m, _i, out: outputs.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = module(q, docs)
+    assert outputs and set(outputs) == {torch.bfloat16}  # the layers' matmuls ran in bf16
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(exact, rel=0.05)
+    loss.backward()
+    assert module.backbone.get_input_embeddings().weight.grad.dtype == torch.float32  # fp32 weights, fp32 grads
+
+
 def _forwards_per_rank(rank: int, model: str, port: int, out_dir: str) -> None:
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2, init_method=f"tcp://127.0.0.1:{port}")
     module = build_module("encoder", model, 64, 0.05, device="cpu", max_batch_tokens=40, packed=True)
@@ -228,7 +245,9 @@ def test_flops_count_the_non_embedding_weights(tiny_qwen3):
 
 @pytest.mark.slow
 def test_two_worker_zero2_run_learns_the_toy_task_and_exports(ray_cluster, tiny_qwen3, tmp_path):
-    config = toy_config(tmp_path, str(tiny_qwen3), num_workers=2, epochs=6, checkpoint_every=100)
+    # in bf16 autocast, as "auto" trains on a CPU that computes in bf16 (the killed-worker test below: fp32)
+    config = toy_config(tmp_path, str(tiny_qwen3), num_workers=2, epochs=6, checkpoint_every=100,
+                        precision="bf16-autocast")
     lines = []
     summary = run_training("encoder", TOY, toy_groups(64), config, log=lines.append)
     log = read_log(tmp_path)
@@ -286,7 +305,7 @@ def _kill_a_worker_after_the_first_checkpoint(storage, stop: threading.Event, ki
 @pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_checkpoint_step(ray_cluster, tiny_qwen3, tmp_path):
     config = toy_config(tmp_path, str(tiny_qwen3), epochs=6, checkpoint_every=4, max_failures=2,
-                        schedule="linear")
+                        schedule="linear", precision="fp32")
     earlier = {"run": "an-earlier-run", "step": 7, "loss": 1.0}  # what an earlier, killed driver logged
     log_path = tmp_path / "run" / "models" / "encoder_train_log.jsonl"
     log_path.parent.mkdir(parents=True)

@@ -139,7 +139,10 @@ class TrainConfig(_Section):
                           "BERT-style models always pad")
     deepspeed: str = Field("configs/deepspeed/zero2.json", description="DeepSpeed config; 'auto' values are "
                            "filled from this section")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPUs, fp32 on CPUs")
+    precision: Literal["auto", "bf16", "bf16-autocast", "fp32"] = Field(
+        "auto", description="auto: bf16 on GPUs (DeepSpeed's, fp32 master weights), bf16-autocast on CPUs that "
+        "compute in bf16 (AVX512-BF16, AMX: a MiniLM step in about half the time), else fp32; bf16-autocast: fp32 "
+        "weights and optimizer, the forward in torch.autocast bf16, the loss in fp32")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each when use_gpu)")
     use_gpu: bool | None = Field(None, description="default: when the cluster has GPUs")
     cpus_per_worker: int = Field(1, ge=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from skillrouter.models.loading import inference_dtype
 from skillrouter.training.data import length_grouped
 from skillrouter.training.flops import device_peak_tflops, flops_per_token, non_embedding_parameters
 from skillrouter.training.modules import build_module
@@ -87,6 +88,9 @@ def train_func(args: dict) -> None:
     engine, _, _, scheduler = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                                    config=ds_config, dist_init_required=False)
 
+    # DeepSpeed's bf16 is off then (training.job.resolve_deepspeed); "auto" decides here, on the worker's own CPU
+    autocast = t["precision"] == "bf16-autocast" or (
+        t["precision"] == "auto" and device.type == "cpu" and inference_dtype("cpu") == torch.bfloat16)
     micro = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -121,7 +125,8 @@ def train_func(args: dict) -> None:
             if i < skip:
                 continue
             module.tokens = module.padded_tokens = 0
-            loss = engine([r["query_ids"] for r in batch], [r["doc_ids"] for r in batch])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = engine([r["query_ids"] for r in batch], [r["doc_ids"] for r in batch])
             engine.backward(loss)
             engine.step()
             micro += 1

@@ -92,7 +92,8 @@ class ContrastiveEncoder(_Trainable):
         b, k = len(doc_ids), len(doc_ids[0]) - 1
         queries = self._chunked(query_ids, self.wrapped.forward)
         docs = self._chunked([d for group in doc_ids for d in group], self.wrapped.forward).view(b, k + 1, -1)
-        return self.loss(queries, docs[:, 0], docs[:, 1:] if k else None)
+        with fp32_loss(queries):  # cosines over a temperature of 0.05: bf16's 3 digits would blur the logits
+            return self.loss(queries.float(), docs[:, 0].float(), docs[:, 1:].float() if k else None)
 
 
 class GroupReranker(_Trainable):
@@ -106,7 +107,13 @@ class GroupReranker(_Trainable):
     def forward(self, query_ids: Sequence[Sequence[int]], doc_ids: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
         b, n = len(doc_ids), len(doc_ids[0])
         scores = self._chunked([d for group in doc_ids for d in group], self.wrapped.forward)
-        return self.loss(scores.view(b, n))
+        with fp32_loss(scores):
+            return self.loss(scores.view(b, n).float())
+
+
+def fp32_loss(like: torch.Tensor):
+    """The loss outside any autocast region (`precision: bf16-autocast` runs the forward in one)."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 def build_module(kind: str, model: str, max_length: int, temperature: float, *, device: str,
