@@ -1,7 +1,8 @@
 """The index against a real Milvus server: PyPI's `milvus` 2.3.5 standalone, authorization on, reachable on
 127.0.0.1 only (`skillrouter.testing.milvus_server`), one server for the session. Builds with their verify and
-alias switch, `sync_index`, hostile ids and filter values, the token from the environment, HNSW, and two replica
-views sharing the collection while it is edited and rebuilt. Each test uses its own alias on the shared server."""
+alias switch, `sync_index`, hostile ids and filter values, the token from the environment, HNSW, two replica
+views sharing the collection while it is edited and rebuilt, and the Serve application with two retriever
+replicas on the server under load. Each test uses its own alias on the shared server."""
 
 from __future__ import annotations
 
@@ -232,3 +233,131 @@ def test_two_replica_views_see_edits_and_a_rebuild_as_soon_as_they_return(config
         for view, _ in views:
             close_replica(view)
     assert failures == [] and min(searches) > 0, failures[:3]
+
+
+# -- the Serve application on the server ----------------------------------------------------------------------
+
+MILVUS_ENV, ADMIN_ENV = "SKILLROUTER_TEST_MILVUS_TOKEN", "SKILLROUTER_TEST_ADMIN_TOKEN"
+ADMIN_TOKEN = "server-admin-token"
+ZORBLAX = {"id": "kitchen/zorblax-fermentation", "name": "zorblax-fermentation",
+           "description": "Ferment zorblax pickles in brine.",
+           "body": "Submerge the zorblax in a 3% brine, weigh them down, burp the jar daily for a week.",
+           "category": "kitchen"}
+
+
+@pytest.fixture
+def served_on_server(ray_cluster, milvus_server, tmp_path, monkeypatch):
+    """The Serve application (MiniLM, no reranker, a dozen skills) with two retriever replicas searching the
+    server (`serving.memory_search=false`, HNSW): both tokens are in this process' environment only, under
+    variables no Ray worker has, so the replicas get them from the application or not at all."""
+    import os
+
+    import ray
+
+    from conftest import served_sample_config
+    from skillrouter.serving.app import start, stop
+
+    @ray.remote(num_cpus=0)
+    def worker_env() -> list:
+        return [os.environ.get(name) for name in (MILVUS_ENV, ADMIN_ENV)]
+
+    config, skills = served_sample_config(tmp_path, tmp_path / "no-reranker", 12)
+    config.index.uri, config.index.collection = milvus_server.uri, f"serve_{uuid.uuid4().hex[:8]}"
+    config.index.index_type = "HNSW"
+    config.index.token_env, config.serving.admin_token_env = MILVUS_ENV, ADMIN_ENV
+    monkeypatch.setenv(MILVUS_ENV, milvus_server.token)
+    monkeypatch.setenv(ADMIN_ENV, ADMIN_TOKEN)
+    assert ray.get(worker_env.remote()) == [None, None]  # a worker does not inherit this process' environment
+    s = config.serving
+    # reload_wait_s: a request waits for its replica to load a new generation rather than being answered from the
+    # previous one (with 0, the first request after an admin change answers from the old generation)
+    s.memory_search, s.rerank, s.reload_wait_s, s.max_in_flight = False, False, 30, 8
+    s.retriever.num_replicas = 2
+    url = start(config, log=quiet)
+    try:
+        yield url, config, skills
+    finally:
+        stop()
+
+
+def test_two_retriever_replicas_on_the_server_fail_no_request_and_read_their_writes(served_on_server):
+    """Two Retriever replicas share the server's collection under a bounded load (3 clients, 8 s at most after
+    the changes, dense, BM25 and hybrid) while a skill is added and another edited through `POST /v1/index`, and
+    the index is rebuilt (a new version, then the alias switch): no request fails, and each change is the dense
+    top-1 in the first requests sent after its admin call returns (read-your-writes: the store's `_settle`)."""
+    from ray import serve
+
+    from test_serving import call
+
+    url, config, skills = served_on_server
+    alias = config.index.collection
+    status = serve.status().applications["skillrouter"].deployments["Retriever"]
+    assert status.replica_states == {"RUNNING": 2}
+    ready = call(url, "GET", "/readyz")[2]
+    assert (ready["status"], ready["index"], ready["skills"]) == ("ready", f"{alias}_v1", 12)  # asked the server
+
+    statuses, details, generations, stop = [], [], set(), threading.Event()
+
+    def client(n: int) -> None:
+        for i in range(400):  # bounded, whatever happens: 400 requests or the stop
+            if stop.is_set():
+                return
+            skill = skills[(n + i) % len(skills)]
+            status, _, answer = call(url, "POST", "/v1/route", {"query": skill.description, "rerank": False,
+                                                                "first_stage": ("dense", "bm25", "hybrid")[i % 3],
+                                                                "top_k": 3}, timeout=60)
+            statuses.append(status)
+            if status == 200:
+                generations.add(answer["index_generation"])
+            else:
+                details.append((status, answer))
+
+    def admin(body: dict) -> dict:
+        status, _, done = call(url, "POST", "/v1/index", body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                               timeout=300)
+        assert status == 200, done
+        return done
+
+    def first_dense(query: str, generation: int, times: int = 4) -> list[dict]:
+        """The top answer of `times` dense routes sent one after the other (Serve spreads them over the replicas),
+        each from `generation` or later."""
+        tops = []
+        for _ in range(times):
+            status, _, answer = call(url, "POST", "/v1/route", {"query": query, "first_stage": "dense",
+                                                                "rerank": False, "top_k": 3})
+            assert status == 200 and answer["index_generation"] >= generation, answer
+            tops.append(answer["results"][0])
+        return tops
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        added = admin({"action": "upsert", "skills": [ZORBLAX]})
+        assert (added["added"], added["skills"]) == (1, 13)
+        assert {t["skill_id"] for t in first_dense("how do I ferment zorblax pickles", added["generation"])} == \
+            {ZORBLAX["id"]}
+
+        target = skills[4]
+        edit = {"id": target.id, "name": target.name, "category": target.category,
+                "description": "Tune the glimmerwick strings of a quantum harp.",
+                "body": "Loosen each glimmerwick string, hum the reference pitch, tighten until the harp glows."}
+        edited = admin({"action": "upsert", "skills": [edit]})
+        assert (edited["changed"], edited["skills"]) == (1, 13)
+        tops = first_dense("tune the glimmerwick strings of my quantum harp", edited["generation"])
+        assert {(t["skill_id"], t["description"]) for t in tops} == {(target.id, edit["description"])}
+
+        rebuilt = admin({"action": "rebuild"})
+        assert rebuilt["version"] == f"{alias}_v2"
+        assert {t["skill_id"] for t in first_dense("ferment zorblax pickles", rebuilt["generation"])} == \
+            {ZORBLAX["id"]}
+        assert call(url, "GET", "/readyz")[2]["index"] == f"{alias}_v2"
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    assert len(statuses) >= 30 and set(statuses) == {200}, \
+        ({s: statuses.count(s) for s in set(statuses)}, details[:3])
+    assert len(generations) >= 3  # answered from the first generation, the edits' and the rebuild's

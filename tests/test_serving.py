@@ -156,6 +156,37 @@ def test_pinned_vectors_rank_as_the_index_does(tmp_path):
         assert len(partial.search(vectors[:1], 40)[0]) == 39
 
 
+def test_replicas_get_the_tokens_of_the_builders_environment(monkeypatch):
+    """A replica is a Ray worker, which never sees the environment of the process building the app: the tokens go
+    in the deployment's runtime env, beside the job's own, unless the job's runtime env already carries them.
+    (`test_milvus_server` runs the application on a server with the tokens in the driver's environment only.)"""
+    import ray
+
+    from skillrouter.serving.app import deployment_options, with_secrets
+
+    job = {"working_dir": "local:///srv/app", "env_vars": {"PYTHONPATH": "platform"}}
+
+    class Context:
+        runtime_env = job
+
+    def runtime_env(names: list[str]) -> dict | None:
+        options = with_secrets(deployment_options(PipelineConfig().serving.retriever), names)
+        return options["ray_actor_options"].get("runtime_env")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: Context())
+    monkeypatch.setenv("T_MILVUS", "root:secret")
+    monkeypatch.delenv("T_UNSET", raising=False)
+    assert runtime_env(["T_MILVUS", "T_UNSET"]) == {
+        "working_dir": "local:///srv/app", "env_vars": {"PYTHONPATH": "platform", "T_MILVUS": "root:secret"}}
+    assert job["env_vars"] == {"PYTHONPATH": "platform"}  # the job's own is not edited
+    job["env_vars"]["T_MILVUS"] = "root:secret"  # deployed with the secrets in the application's runtime env
+    assert runtime_env(["T_MILVUS"]) is None
+    monkeypatch.delenv("T_MILVUS")
+    job["env_vars"].pop("T_MILVUS")
+    assert runtime_env(["T_MILVUS"]) is None  # nothing to add
+
+
 def test_serve_config_files_are_valid(repo_root):
     import yaml
     from ray.serve.schema import ServeDeploySchema

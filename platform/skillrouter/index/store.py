@@ -21,8 +21,10 @@ What a Milvus server differs in, checked against a real standalone server 2.3.5 
   search here, against 4 ms). So every write on a server ends with one Strong query (`_settle`), which returns
   once the query node has applied the write; a Bounded read is served at the query node's current service time,
   which is then past the write, so every reader, in any process, sees it as soon as the write call returns, at
-  Bounded's price. (With several in-memory replicas of a collection, `load_collection(replica_number>1)`, which
-  this store never asks for, only the replica the Strong query reached would be known to be there.)
+  Bounded's price: serving's read-your-writes (an admin change routable by every retriever replica once its
+  call returns) rests on this. (With several in-memory replicas of a collection,
+  `load_collection(replica_number>1)`, which this store never asks for, only the replica the Strong query reached
+  would be known to be there.)
   Only builds flush (sealing the segments the HNSW index is built on): a flush per admin edit would cost about 2 s
   and leave a tiny segment each time. A server builds the index after the flush, in the background, and searches
   unindexed segments by brute force meanwhile: `insert` waits until every row is indexed, so a version goes live

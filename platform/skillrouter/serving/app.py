@@ -6,6 +6,7 @@ starts it on 127.0.0.1, routes some requests over HTTP and shuts it down (the ma
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import urllib.error
@@ -53,6 +54,24 @@ def deployment_options(d: DeploymentConfig, gpus: float = 0.0) -> dict:
     return options
 
 
+def with_secrets(options: dict, names: Sequence[str]) -> dict:
+    """`options` whose replicas get the variables `names` (tokens) of this process' environment. A replica is a
+    Ray worker, started by a raylet that never sees the environment of the process building the application (on a
+    cluster, nor on a local Ray started before the variable was set), so a retriever would connect to a Milvus
+    server without its token. Nothing changes when the job's runtime env already carries them (a Serve config
+    file deployed by `skillrouter.cluster.runtime_env --deploy`); else the job's runtime env is kept, with the
+    variables added (a deployment's own runtime env replaces the job's)."""
+    import ray
+
+    job = dict(ray.get_runtime_context().runtime_env or {}) if ray.is_initialized() else {}
+    carried = dict(job.get("env_vars") or {})
+    missing = {name: os.environ[name] for name in names if os.environ.get(name) and carried.get(name) !=
+               os.environ[name]}
+    if missing:
+        options["ray_actor_options"]["runtime_env"] = {**job, "env_vars": {**carried, **missing}}
+    return options
+
+
 def _cluster_gpus() -> float:
     import ray
 
@@ -75,16 +94,17 @@ def build_app(config: PipelineConfig, log: Callable[[str], None] = print):
     model = reranker_model(config)
     if model is None and cfg.rerank:
         log("serving: no reranker (no trained export and serving.reranker unset): first stage only")
-    retriever = Retriever.options(**deployment_options(cfg.retriever, gpus)).bind(config)
+    milvus_token, admin_token = [config.index.token_env], [cfg.admin_token_env]  # what each replica reads
+    retriever = Retriever.options(**with_secrets(deployment_options(cfg.retriever, gpus), milvus_token)).bind(config)
     reranker_options = deployment_options(cfg.reranker_deployment, gpus)
     if model is None:  # an idle placeholder (see RerankerDeployment): one replica that reserves nothing
         reranker_options.update(num_replicas=1, ray_actor_options={"num_cpus": 0, "num_gpus": 0})
         reranker_options.pop("autoscaling_config", None)
     reranker = RerankerDeployment.options(**reranker_options).bind(config, model)
     # one writer: the Lite file has one owner, and generations are numbered by it
-    admin = IndexAdmin.options(**{**deployment_options(cfg.admin.model_copy(update={"autoscaling": None})),
-                                  "num_replicas": 1}).bind(config)
-    ingress = deployment_options(cfg.ingress)
+    admin_options = {**deployment_options(cfg.admin.model_copy(update={"autoscaling": None})), "num_replicas": 1}
+    admin = IndexAdmin.options(**with_secrets(admin_options, milvus_token)).bind(config)
+    ingress = with_secrets(deployment_options(cfg.ingress), admin_token)
     # the in-flight limit must refuse before Serve queues: leave room for rejections and health checks
     ingress["max_ongoing_requests"] = max(ingress["max_ongoing_requests"], cfg.max_in_flight + 32)
     return Ingress.options(**ingress).bind(retriever, reranker, admin, config, model)
