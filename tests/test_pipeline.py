@@ -6,6 +6,11 @@ import sys
 
 import pyarrow.parquet as pq
 
+from skillrouter.config import load_config
+from skillrouter.index.build import open_index
+from skillrouter.retrieval.systems import get_system
+from skillrouter.serving.stages import live_encoder
+
 
 def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster):
     def pipeline(*args: str) -> str:
@@ -29,6 +34,10 @@ def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster)
     assert {r["first_stage"] for r in selection["rows"]} == {"bm25", "finetuned", "hybrid:finetuned"}
     assert (tmp_path / "eval" / "bundled-dev" / selection["system"] / "metrics.json").exists()
     assert "rank  skill" in out and f"serving: index skills_v1 (239 skills, encoder {tmp_path}" in out
+    # the served index holds the rows the selection and the report scored: the export's length and windows
+    config = load_config(repo_root / "configs" / "minilm.yaml", [f"run_dir={tmp_path}"])
+    with open_index(config) as index:
+        assert live_encoder(index) == get_system("finetuned").dense.spec(config)
     assert "quarantined 0" in out
     for system in ("bm25", "bm25-nd"):
         metrics = json.loads((tmp_path / "eval" / "bundled-dev" / system / "metrics.json").read_text())

@@ -22,9 +22,10 @@ from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import ingest, read_skills, write_skills
 from skillrouter.corpus.readers import Quarantined, validate_record
 from skillrouter.corpus.skill import Skill, id_problem
-from skillrouter.index.build import build_index, encoder_spec, open_index, sync_index
+from skillrouter.index.build import build_index, open_index, sync_index
 from skillrouter.index.store import SkillIndexError
 from skillrouter.models.encoder import Encoder, EncoderSpec
+from skillrouter.models.loading import export_info
 from skillrouter.retrieval.embeddings import IN_PROCESS_MAX, embed_skills
 from skillrouter.retrieval.filters import value_problem
 from skillrouter.retrieval.systems import trained_model
@@ -51,6 +52,16 @@ def build_encoder(config: PipelineConfig) -> str:
         return trained_model(config, "encoder")
     except ValueError:
         return config.index.encoder
+
+
+def build_spec(config: PipelineConfig) -> EncoderSpec:
+    """The build encoder (`build_encoder`) at the length and windows its export records, as the evaluation's
+    `finetuned` system reads it (`retrieval.systems`), else the index section's: the index the main job serves holds
+    the rows its selection and report scored (a 128-token CPU export once indexed at 256 tokens x 4 windows)."""
+    model = build_encoder(config)
+    info = export_info(model)
+    return EncoderSpec(model, info.get("max_length") or config.index.max_length,
+                       windows=info.get("windows") or config.index.windows)
 
 
 def reranker_model(config: PipelineConfig) -> str | None:
@@ -89,9 +100,8 @@ def build_serving_index(skills: Sequence[Skill], config: PipelineConfig, log: Ca
     """Build a new version with the server's build encoder. Corpus embeddings come from the cache shared with
     mining when they match; else a small corpus is embedded in this process (a replica, or the app builder), a
     large one by a Ray Data actor pool (`index.embed_actors`, on GPUs as `index.use_gpu` decides)."""
-    config = config.model_copy(deep=True)
-    config.index.encoder = build_encoder(config)
-    spec = encoder_spec(config.index)
+    spec = build_spec(config)
+    config = _with_spec(config, spec)
     embed = None
     if len(skills) <= IN_PROCESS_MAX:
         encoder = _encoder(spec, {} if encoders is None else encoders)
