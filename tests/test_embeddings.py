@@ -81,3 +81,21 @@ def test_one_cache_entry_serves_a_corpus_in_any_order(tmp_path, skills):
     assert len(calls) == 1 and len(list(tmp_path.rglob("*.npy"))) == 1  # embedded once
     rows = {s.id: row for s, row in zip(skills, ordered)}
     assert all(np.array_equal(rows[s.id], row) for s, row in zip(shuffled, again))
+
+
+def test_a_pool_block_travels_compressed_and_unpacks_to_the_same_skills(skills):
+    """`pack_block`: the Ray Data pool's blocks are zstd-compressed Arrow tables of the skills' columns."""
+    from skillrouter.corpus.skill import Skill
+
+    odd = [Skill("x/1", "caf\u00e9", "\u2192 arrows", "\U0001F600 " * 500, None),
+           Skill("x/2", "n", "", "\u4e2d\u6587" * 300, "cat")]
+    pool = list(skills) + odd
+    rows = np.array([len(pool) - 1, 0, len(pool) - 2, 5])
+    payload = embeddings.pack_block(pool, rows)
+    assert isinstance(payload, bytes) and len(payload) < sum(len(pool[i].body.encode()) for i in rows)
+    table = embeddings.unpack_block(payload)
+    assert table["idx"].to_pylist() == rows.tolist()
+    columns = embeddings.SKILL_COLUMNS
+    assert list(zip(*(table[c].to_pylist() for c in columns))) == [tuple(getattr(pool[i], c) for c in columns)
+                                                                  for i in rows]
+    assert table["category"][2].as_py() is None

@@ -231,3 +231,31 @@ def test_no_temporary_file_on_any_failure(tmp_path, monkeypatch, skill_tree):
     for out in ("o2", "o3", "o4"):
         assert tmp_files(tmp_path / out) == []
     assert not (tmp_path / "o4" / "skills.parquet").exists()
+
+
+@pytest.mark.parametrize("body", ["plain ascii", "caf\u00e9", "a \u2192 b " * 40, "\U0001F600 emoji " * 30,
+                                  "\u4e2d\u6587" * 50, "lone \ud83d and \ude00 surrogates " * 10, ""])
+def test_a_skill_keeps_its_body_compactly_and_gives_it_back_unchanged(body):
+    """`CompactText`: a body beyond ASCII is held as UTF-8 when that is smaller than the str (never when larger,
+    as for CJK text); reading it, comparing, hashing, pickling and `replace` see the same str as before."""
+    import copy
+    import pickle
+    import sys
+    from dataclasses import FrozenInstanceError, replace
+
+    skill = Skill("id", "name", "desc", body, "cat")
+    stored = skill.__dict__["_body"]
+    assert skill.body == body and type(skill.body) is str
+    assert sys.getsizeof(stored) <= sys.getsizeof(body)
+    smaller = not body.isascii() and sys.getsizeof(body.encode("utf-8", "surrogatepass")) < sys.getsizeof(body)
+    assert type(stored) is (bytes if smaller else str)
+    twin = Skill(id="id", name="name", description="desc", body=body, category="cat")
+    assert skill == twin and hash(skill) == hash(twin) and skill.text() == twin.text()
+    assert pickle.loads(pickle.dumps(skill)) == skill and copy.deepcopy(skill).body == body
+    assert replace(skill, body="other").body == "other" and replace(skill, name="n").body == body
+    assert repr(skill) == f"Skill(id='id', name='name', description='desc', body={body!r}, category='cat', " \
+                          "source='', metadata={})"
+    with pytest.raises(FrozenInstanceError):
+        skill.body = "x"
+    with pytest.raises(TypeError):
+        Skill("id", "name", "desc")  # the body stays a required argument
