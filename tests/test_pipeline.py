@@ -19,7 +19,8 @@ def test_main_job_runs_from_the_minilm_profile(repo_root, tmp_path, ray_cluster)
              "examples=[merge these PDF files into one]", f"mining.cache_dir={tmp_path / 'cache'}",
              "encoder.max_groups=48", "reranker.max_groups=24",
              "eval.systems=[bm25,bm25-nd,finetuned,finetuned+reranker]", "eval.benchmark=bundled",
-             "routing.validation_queries=24", "routing.selection_benchmark=null", *args],
+             "routing.validation_queries=24", "routing.selection_benchmark=null",
+             "routing.retrieve_k=5", *args],  # a reranker over 5 candidates: a quarter of the CPU pairs
             cwd=repo_root, capture_output=True, text=True, check=True,
             env={**os.environ, "RAY_ADDRESS": ray_cluster}).stdout
 

@@ -17,7 +17,13 @@ from skillrouter.config import PipelineConfig, load_config
 from skillrouter.corpus.skill import Skill
 from skillrouter.models.encoder import Encoder, EncoderSpec
 from skillrouter.models.reranker import Reranker, RerankerSpec
-from skillrouter.training.data import group_skills, length_grouped, micro_batches_per_epoch, sample_groups
+from skillrouter.training.data import (
+    group_skills,
+    length_grouped,
+    micro_batches_per_epoch,
+    sample_groups,
+    tokenized_dataset,
+)
 from skillrouter.training.flops import flops_per_token, non_embedding_parameters
 from skillrouter.training.job import prune_finished_run, resolve_deepspeed, run_training
 from skillrouter.training.loop import lr_lambda
@@ -125,6 +131,18 @@ def test_groups_sample_and_shape():
         sample_groups(table, 5, seed=0).column("query_id").to_pylist()
     negs = [{"skill_id": "a"}, {"skill_id": "b"}]
     assert group_skills("p", negs, 5) == ["p", "a", "b", "a", "b", "a"]  # cycled to a fixed shape
+
+
+def test_tokenized_groups_keep_their_order_whatever_actor_finishes_first(ray_cluster, tiny_qwen3):
+    """Two runs train alike, and a resumed run skips exactly what it trained, only if the rows reach the workers in
+    the groups' order (`length_grouped` is deterministic for a given order): two tokenizer actors, blocks of 2."""
+    groups = toy_groups(40)
+    spec = EncoderSpec(model=str(tiny_qwen3), max_length=48)
+    dataset = tokenized_dataset("encoder", groups, TOY, spec, 3, actors=2, rows_per_block=2)
+    # asked of Ray Data, not left to luck: tokenizing is so even here that actors seldom overtake each other
+    assert dataset.context.execution_options.preserve_order
+    order = [row["query_id"] for row in dataset.materialize().iter_rows()]
+    assert order == groups.column("query_id").to_pylist()
 
 
 # ---------------------------------------------------------------------------------------------- modules

@@ -92,10 +92,14 @@ def tokenized_dataset(kind: str, groups: pa.Table, skills: Sequence[Skill], spec
                          "train on the corpus the groups were mined from")
     skills_ref = [ray.put({s.id: s for s in skills})]
     blocks = [groups.slice(i, rows_per_block) for i in range(0, groups.num_rows, rows_per_block)]
-    return ray.data.from_arrow(blocks).map_batches(
+    dataset = ray.data.from_arrow(blocks).map_batches(
         GroupTokenizer, fn_constructor_kwargs={"kind": kind, "spec": spec, "skills_ref": skills_ref,
                                                "negatives": negatives, "skill_text": skill_text},
         batch_size=rows_per_block, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors))
+    # the groups' order, not the actors' finishing order: `length_grouped` is deterministic for a given row order,
+    # which is what makes two runs train alike and lets a resumed run skip exactly the micro-batches it trained on
+    dataset.context.execution_options.preserve_order = True
+    return dataset
 
 
 def length_grouped(rows: Iterator[dict], batch_size: int, seed: int,
