@@ -36,6 +36,8 @@ def served(ray_cluster, tmp_path_factory, tiny_qwen3_reranker):
     from skillrouter.serving.app import start, stop
 
     config, skills = served_sample_config(tmp_path_factory.mktemp("compat"), tiny_qwen3_reranker, 8)
+    # fp32: the scores below are compared with a reference to 1e-4; bf16 rounds by batch (its own test covers it)
+    config.reranker.inference_dtype = "float32"
     url = start(config, log=lambda _: None)
     yield url, config, skills
     stop()
@@ -50,9 +52,11 @@ def encoder(served):
 
 @pytest.fixture(scope="module")
 def reranker(served):
-    from skillrouter.models.reranker import Reranker, RerankerSpec
+    from skillrouter.models.reranker import Reranker
+    from skillrouter.retrieval.systems import reranker_spec
 
-    return Reranker.load(RerankerSpec(model=served[1].serving.reranker, max_length=128))
+    # the spec serving builds: its length, windows and dtype
+    return Reranker.load(reranker_spec(served[1], served[1].serving.reranker))
 
 
 # -- /v1/embeddings -----------------------------------------------------------------------------------------------
