@@ -187,7 +187,7 @@ class RerankerTrainConfig(TrainConfig):
                                       "classification head a BERT-style base gets); default: learning_rate")
     inference_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="the dtype the trained reranker scores in (evaluation, selection, serving, route); auto: "
-        "bf16 on GPUs and on CPUs that compute in it (AVX512-BF16, AMX), else fp32; training is fp32 on a CPU")
+        "bf16 on GPUs and on CPUs that compute in it (AVX512-BF16, AMX), else fp32; training sets its own `precision`")
 
 
 class RoutingConfig(_Section):

@@ -90,8 +90,9 @@ def device_and_dtype(device: str | None, dtype):
 
 
 def inference_dtype(device: str):
-    """bf16 where the hardware computes in it (GPUs; CPUs with AVX512-BF16 or AMX, through oneDNN), else fp32.
-    Scoring only: on this project's 2-core AVX512-BF16 machine a MiniLM reranker scores a pair in half the time of
+    """bf16 where the hardware computes in it (GPUs; CPUs with AVX512-BF16 or AMX, through oneDNN), else fp32: the
+    dtype models score in, and the autocast of a CPU's training forward (`precision: auto`). On this project's 2-core
+    AVX512-BF16 machine a MiniLM reranker scores a pair in half the time of
     fp32, ranking 20 candidates the same (Spearman 0.999 against fp32 scores); int8 dynamic quantisation was as
     fast but reordered them (0.92)."""
     import torch

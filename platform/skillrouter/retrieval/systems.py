@@ -124,27 +124,23 @@ def _minilm(config: PipelineConfig) -> EncoderSpec:
     return EncoderSpec("minilm", config.mining.encoder_max_length, windows=config.mining.encoder_windows)
 
 
-def _finetuned(config: PipelineConfig) -> EncoderSpec:
+def exported_spec(model: str, max_length: int, windows: int) -> EncoderSpec:
+    """`model` at the length and windows its training export records (a 128-token CPU model fed 512 tokens, or the
+    reverse, ranks worse than either), else at these: an export's own settings win over any profile's."""
     from skillrouter.models.encoder import EncoderSpec
 
-    # the export's own length and windows win over the profile's (route without --config reads a MiniLM run
-    # with the Qwen3 defaults)
-    model = trained_model(config, "encoder")
     info = export_info(model)
-    return EncoderSpec(model, info.get("max_length") or config.encoder.max_length,
-                       windows=info.get("windows") or config.encoder.windows)
+    return EncoderSpec(model, info.get("max_length") or max_length, windows=info.get("windows") or windows)
+
+
+def _finetuned(config: PipelineConfig) -> EncoderSpec:
+    # route without --config reads a MiniLM run with the Qwen3 defaults: the export's settings matter
+    return exported_spec(trained_model(config, "encoder"), config.encoder.max_length, config.encoder.windows)
 
 
 def _model(model: str) -> Callable[[PipelineConfig], EncoderSpec]:
-    # an export of our training jobs reads the length it was trained at (a 128-token CPU model fed 512 tokens, or
-    # the reverse, ranks worse than either) and its windows; any other model the profile's mining settings
-    def spec(config: PipelineConfig) -> EncoderSpec:
-        from skillrouter.models.encoder import EncoderSpec
-
-        info = export_info(model)
-        return EncoderSpec(model, info.get("max_length") or config.mining.encoder_max_length,
-                           windows=info.get("windows") or config.mining.encoder_windows)
-    return spec
+    # any model that is not an export of our training jobs reads the profile's mining settings
+    return lambda config: exported_spec(model, config.mining.encoder_max_length, config.mining.encoder_windows)
 
 
 class RerankRetriever:

@@ -25,10 +25,9 @@ from skillrouter.corpus.skill import Skill, id_problem
 from skillrouter.index.build import build_index, open_index, sync_index
 from skillrouter.index.store import SkillIndexError
 from skillrouter.models.encoder import Encoder, EncoderSpec
-from skillrouter.models.loading import export_info
 from skillrouter.retrieval.embeddings import IN_PROCESS_MAX, embed_skills
 from skillrouter.retrieval.filters import value_problem
-from skillrouter.retrieval.systems import trained_model
+from skillrouter.retrieval.systems import exported_spec, trained_model
 from skillrouter.serving.generations import GENERATION_FILE, publish, read_generation
 from skillrouter.serving.stages import corpus_path, live_encoder, serving_dir
 
@@ -58,10 +57,7 @@ def build_spec(config: PipelineConfig) -> EncoderSpec:
     """The build encoder (`build_encoder`) at the length and windows its export records, as the evaluation's
     `finetuned` system reads it (`retrieval.systems`), else the index section's: the index the main job serves holds
     the rows its selection and report scored (a 128-token CPU export once indexed at 256 tokens x 4 windows)."""
-    model = build_encoder(config)
-    info = export_info(model)
-    return EncoderSpec(model, info.get("max_length") or config.index.max_length,
-                       windows=info.get("windows") or config.index.windows)
+    return exported_spec(build_encoder(config), config.index.max_length, config.index.windows)
 
 
 def reranker_model(config: PipelineConfig) -> str | None:
