@@ -57,9 +57,15 @@ def test_a_large_corpus_goes_to_the_ray_data_pool(tmp_path, skills, monkeypatch)
 @pytest.mark.slow
 def test_the_ray_data_pool_gives_the_in_process_rows(ray_cluster, skills):
     spec = EncoderSpec("minilm", 128, windows=2)  # windows are cut in the actors, not the driver
-    pooled = embeddings.embed_pool(skills, spec, actors=None, batch_size=4, progress=False)
+    arrived = []
+    pooled = embeddings.embed_pool(skills, spec, actors=None, batch_size=4, progress=False,
+                                   on_rows=lambda positions, rows: arrived.append((positions.copy(), rows.copy())))
     encoder = Encoder.load(spec)
     np.testing.assert_allclose(pooled, encoder.encode_skills(skills, batch_size=16), atol=1e-5)
+    # an index build writes each batch as it arrives: every skill once, with the rows it ends up with
+    assert len(arrived) > 1 and sorted(np.concatenate([p for p, _ in arrived])) == list(range(len(skills)))
+    for positions, rows in arrived:
+        np.testing.assert_array_equal(rows, pooled[positions])
     nd = embeddings.embed_pool(skills, spec, fields="name_description", actors=2, batch_size=4, progress=False)
     np.testing.assert_allclose(nd, encoder.encode_skills(skills, 16, fields="name_description"), atol=1e-5)
 

@@ -47,7 +47,7 @@ def test_build_then_each_skill_finds_itself(config, tmp_path, index_type):
     summary = build_index(skills, config, embeddings=vectors, log=lambda _: None)
     assert summary["version"] == "skills_v1" and summary["previous"] is None and summary["rows"] == 8
     assert summary["uri"] == str(tmp_path / "run" / "index" / "skills.db") == index_uri(config)
-    assert set(summary["seconds"]) == {"embed", "insert", "verify", "switch", "total"}
+    assert set(summary["seconds"]) == {"embed_and_write", "flush", "verify", "switch", "total"}
     with open_index(config) as index:
         hits = index.search(vectors, k=3)
         assert [h[0][0] for h in hits] == [s.id for s in skills]
@@ -91,6 +91,29 @@ def test_failed_verification_keeps_the_old_version_live(config):
             index.switch("skills_v2")
     summary = build_index(skills, config, embeddings=vectors, log=lambda _: None)
     assert summary["version"] == "skills_v3" and summary["dropped"] == ["skills_v2"]  # the failed one goes
+
+
+def test_a_build_cut_short_while_embedding_leaves_the_live_version_alone(config, monkeypatch):
+    """Rows are written as the encoder returns them: a build that dies half way has written part of a version,
+    which no reader sees and the next build drops."""
+    from skillrouter.index import build
+
+    skills, vectors = make_skills(), unit_rows(8)
+    build_index(skills, config, embeddings=vectors, log=lambda _: None)
+
+    def dies_half_way(skills, spec, cache_dir, on_rows, **kwargs):
+        on_rows(np.arange(4), unit_rows(8, seed=1)[:4])
+        raise RuntimeError("the GPU actor died")
+    monkeypatch.setattr(build, "embed_skills", dies_half_way)
+    with pytest.raises(RuntimeError, match="actor died"):
+        build_index(skills, config, log=lambda _: None)
+    with open_index(config) as index:
+        assert index.live() == "skills_v1" and index.versions() == [1, 2]
+        assert index.count("skills_v2") == 4 and not index.info()["versions"][1]["verified"]
+        assert [h[0][0] for h in index.search(vectors, 1)] == [s.id for s in skills]
+    monkeypatch.undo()
+    summary = build_index(skills, config, embeddings=vectors, log=lambda _: None)
+    assert summary["version"] == "skills_v3" and summary["dropped"] == ["skills_v2"]
 
 
 def test_rebuild_switches_and_keeps_versions(config):

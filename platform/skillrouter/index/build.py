@@ -69,22 +69,36 @@ def _unit_rows(vectors: np.ndarray, n: int, dim: int | None = None) -> np.ndarra
 def build_index(skills: Sequence[Skill], config: PipelineConfig, *, embeddings: np.ndarray | None = None,
                 log: Callable[[str], None] = print) -> dict:
     """Write the corpus as a new version, verify it, switch the alias to it, drop versions beyond
-    `index.keep_versions`. `embeddings` (rows in corpus order) skip the encoder, e.g. for benchmarks."""
+    `index.keep_versions`. `embeddings` (rows in corpus order) skip the encoder, e.g. for benchmarks.
+
+    Rows are written as the encoder's actors return them, so the index's writes (half a minute for 69K skills in
+    Milvus Lite) run while the GPU embeds the rest. A build cut short leaves an unverified version, which no
+    reader sees and the next build drops (`SkillIndex.prune`)."""
     _check_ids(skills)
     cfg, spec, seconds = config.index, encoder_spec(config.index), {}
-    started = begin = time.perf_counter()
-    if embeddings is None:
-        embeddings = embed_skills(skills, spec, config.mining.cache_dir, actors=cfg.embed_actors,
-                                  batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
-                                  compile=cfg.compile_encoder, packed=cfg.packing, use_gpu=cfg.use_gpu, log=log)
-    vectors = _unit_rows(embeddings, len(skills))
-    seconds["embed"] = round(time.perf_counter() - started, 2)
     with open_index(config, create=True) as index:
+        started = begin = time.perf_counter()
+        name = ""
+
+        def write(positions: np.ndarray, rows: np.ndarray) -> None:
+            nonlocal name
+            rows = _unit_rows(rows, len(positions))
+            if not name:
+                name = index.create_version(rows.shape[1], spec.cache_key())
+                log(f"index: writing {len(skills):,} skills to {name} in {index.uri} as they are embedded")
+            index.append([skills[i] for i in positions], rows, name)
+        if embeddings is None:
+            embeddings = embed_skills(skills, spec, config.mining.cache_dir, actors=cfg.embed_actors,
+                                      batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
+                                      compile=cfg.compile_encoder, packed=cfg.packing, use_gpu=cfg.use_gpu, log=log,
+                                      on_rows=write)
+        else:
+            write(np.arange(len(skills)), embeddings)
+        vectors = _unit_rows(embeddings, len(skills))
+        seconds["embed_and_write"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        name = index.create_version(vectors.shape[1], spec.cache_key())
-        log(f"index: writing {len(skills):,} skills to {name} in {index.uri}")
-        index.insert(skills, vectors, name)
-        seconds["insert"] = round(time.perf_counter() - started, 2)
+        index.finish_insert(name)
+        seconds["flush"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         try:
             checks = index.verify(name, skills, vectors, expected_rows=len(skills))

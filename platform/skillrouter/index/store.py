@@ -364,9 +364,17 @@ class SkillIndex:
 
     def insert(self, skills: Sequence[Skill], vectors: np.ndarray, collection: str) -> None:
         """Add rows in batches to a new version (`upsert` is for the live one)."""
+        self.append(skills, vectors, collection)
+        self.finish_insert(collection)
+
+    def append(self, skills: Sequence[Skill], vectors: np.ndarray, collection: str) -> None:
+        """`insert` without its flush: a build writes rows as they are embedded, then calls `finish_insert`."""
         self._check(skills, vectors)
         for rows in self._batches(skills, vectors):
             self.client.insert(collection, rows)
+
+    def finish_insert(self, collection: str) -> None:
+        """Flush a new version's rows (a server: and wait until its vector index covers them)."""
         self.client.flush(collection)
         if not is_lite(self.uri):
             self._wait_indexed(collection)

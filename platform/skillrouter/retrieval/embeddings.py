@@ -47,6 +47,7 @@ def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]
 
 
 SKILL_COLUMNS = ("id", "name", "description", "body", "category")
+OnRows = Callable[[np.ndarray, np.ndarray], None]  # (positions in the caller's order, their unit rows)
 
 
 class EmbedWorker:
@@ -116,9 +117,10 @@ def pool_size(actors: int | None, use_gpu: bool) -> tuple[int, float]:
 def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText = "full", actors: int | None = None,
                batch_size: int = 64, max_batch_tokens: int | None = None, compile: bool = False,
                packed: bool = False, use_gpu: bool | str = "auto", progress: bool = True,
-               log: Callable[[str], None] | None = None) -> np.ndarray:
+               log: Callable[[str], None] | None = None, on_rows: OnRows | None = None) -> np.ndarray:
     """One unit row per skill, in input order, from a Ray Data actor pool fed the longest skills first (`pool_size`
-    actors, on GPUs as `choose_gpus(use_gpu)` decides; a progress bar on stderr unless `progress` is false)."""
+    actors, on GPUs as `choose_gpus(use_gpu)` decides; a progress bar on stderr unless `progress` is false).
+    `on_rows(positions, rows)` sees each batch as it arrives, while the actors embed the next ones."""
     import pyarrow as pa
     import ray
 
@@ -154,6 +156,8 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
             if out is None:
                 out = np.empty((len(skills), emb.shape[1]), dtype=np.float32)
             out[batch["idx"]] = emb
+            if on_rows:
+                on_rows(batch["idx"], emb)
             bar.update(len(emb))
     return out
 
@@ -162,26 +166,32 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
                  actors: int | None = 1, batch_size: int = 64, max_batch_tokens: int | None = None,
                  compile: bool = False, packed: bool = False, use_gpu: bool | str = "auto",
                  embed: Callable[[list[str]], np.ndarray] | None = None,
-                 log=print) -> np.ndarray:
+                 log=print, on_rows: OnRows | None = None) -> np.ndarray:
     """The corpus matrix (one unit row per skill, in order), from the cache when the model and corpus match.
     `embed` (texts -> rows, an encoder already loaded for `spec`) replaces the Ray Data pool, e.g. in a serving
-    replica that must not start actors of its own; `actors` None sizes the pool to the cluster (`pool_size`)."""
+    replica that must not start actors of its own; `actors` None sizes the pool to the cluster (`pool_size`).
+    `on_rows(positions, rows)` is given the rows as they come, every skill once (all at once from the cache or
+    `embed`): an index build writes them while the pool embeds the rest."""
     path = cache_path(cache_dir, spec, skills, fields)
     if path.exists():
         log(f"corpus embeddings: cached {path}")
         cached = np.load(path)
         out = np.empty_like(cached)
         out[id_order(skills)] = cached  # back from the cache's id order to the caller's
+        if on_rows:
+            on_rows(np.arange(len(skills)), out)
         return out
     started = time.perf_counter()
     if embed:
         texts, owner = skill_texts(skills, spec, fields)
         emb = mean_rows(embed(texts), owner, len(skills))
+        if on_rows:
+            on_rows(np.arange(len(skills)), emb)
     else:
         log(f"corpus embeddings: {len(skills):,} skills with {spec.model} on a Ray Data actor pool")
         emb = embed_pool(skills, spec, fields=fields, actors=actors, batch_size=batch_size,
                          max_batch_tokens=max_batch_tokens, compile=compile, packed=packed, use_gpu=use_gpu,
-                         log=log)
+                         log=log, on_rows=on_rows)
     save_embeddings(emb, path, spec, skills)
     log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} in {time.perf_counter() - started:.1f} s -> {path}")
     return emb
