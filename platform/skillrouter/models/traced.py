@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -148,34 +148,53 @@ def load_traced(directory: str | Path) -> TracedQueries | None:
     return None if read is None else TracedQueries(read[0], read[1], read[2]["query_max_chars"])
 
 
-class QueryEncoders:
-    """A dense first stage's encoder, loaded only when needed: `encode_queries` of up to `TRACED_MAX_QUERIES`
-    queries runs the trace in `directory` when there is one; anything else (a batch, `encode` on a cache miss) loads
-    the `Encoder` for `spec` and, where there was no trace, saves one for the next process."""
+class _Lazy:
+    """A model loaded only when needed: its trace in `directory` (when there is one) for calls of up to
+    `TRACED_MAX_QUERIES` requests, else the full model for `spec`, loaded once, which saves a trace for the next
+    process where there was none. Subclasses name the loaders."""
 
-    def __init__(self, spec: EncoderSpec, directory: str | Path):
+    _load_trace: Callable
+    _save_trace: Callable
+    _load_full: Callable
+
+    def __init__(self, spec, directory: str | Path):
         self.spec, self.directory = spec, Path(directory)
-        self._traced: TracedQueries | None | bool = False  # False: not looked for yet
-        self._full: Encoder | None = None
+        self._traced = False  # False: not looked for yet; then the trace or None
+        self._full = None
 
     @property
-    def traced(self) -> TracedQueries | None:
+    def traced(self):
         if self._traced is False:
-            self._traced = load_traced(self.directory)
+            self._traced = type(self)._load_trace(self.directory)
         return self._traced
 
     @property
-    def full(self) -> Encoder:
+    def full(self):
         if self._full is None:
-            self._full = Encoder.load(self.spec)
+            self._full = type(self)._load_full(self.spec)
             if not (self.directory / TRACE_FILE).exists():
-                save_traced(self._full, self.directory)
+                type(self)._save_trace(self._full, self.directory)
         return self._full
 
+    def _for(self, n: int):
+        """The trace for `n` requests when it serves them (and the full model is not loaded anyway), else the model."""
+        if n <= TRACED_MAX_QUERIES and self._full is None and self.traced is not None:
+            return self.traced
+        return self.full
+
+
+class QueryEncoders(_Lazy):
+    """A dense first stage's encoder (`_Lazy`): `encode_queries` of a few queries runs the trace; a batch, or
+    `encode` on a cache miss, the `Encoder`."""
+
+    _load_trace, _save_trace = load_traced, save_traced
+
+    @staticmethod
+    def _load_full(spec: EncoderSpec) -> Encoder:
+        return Encoder.load(spec)
+
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        if len(queries) <= TRACED_MAX_QUERIES and self._full is None and self.traced is not None:
-            return self.traced.encode_queries(queries)
-        return self.full.encode_queries(queries)
+        return self._for(len(queries)).encode_queries(queries)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, max_batch_tokens: int | None = None) -> np.ndarray:
         return self.full.encode(texts, batch_size, max_batch_tokens)
@@ -266,34 +285,18 @@ def load_traced_pairs(directory: str | Path) -> TracedPairs | None:
     return TracedPairs(module, tokenizer, spec, info["sep_token_id"])
 
 
-class Rerankers:
-    """A reranked system's cross-encoder, loaded only when needed: `for_requests(n)` gives the trace in `directory`
-    for up to `TRACED_MAX_QUERIES` requests when there is one, else the `Reranker` for `spec` (loaded once; it saves
-    a trace for the next process where there was none)."""
+class Rerankers(_Lazy):
+    """A reranked system's cross-encoder (`_Lazy`): `for_requests(n)` gives the trace for a few requests, else
+    the `Reranker`."""
 
-    def __init__(self, spec: RerankerSpec, directory: str | Path):
-        self.spec, self.directory = spec, Path(directory)
-        self._traced: TracedPairs | None | bool = False  # False: not looked for yet
-        self._full: Reranker | None = None
+    _load_trace, _save_trace = load_traced_pairs, save_traced_pairs
 
-    @property
-    def traced(self) -> TracedPairs | None:
-        if self._traced is False:
-            self._traced = load_traced_pairs(self.directory)
-        return self._traced
-
-    @property
-    def full(self) -> Reranker:
-        if self._full is None:
-            self._full = Reranker.load(self.spec)
-            if not (self.directory / TRACE_FILE).exists():
-                save_traced_pairs(self._full, self.directory)
-        return self._full
+    @staticmethod
+    def _load_full(spec: RerankerSpec) -> Reranker:
+        return Reranker.load(spec)
 
     def for_requests(self, n: int):
-        if n <= TRACED_MAX_QUERIES and self._full is None and self.traced is not None:
-            return self.traced
-        return self.full
+        return self._for(n)
 
 
 def trace_dir(cache_dir: str | Path, kind: str, model: str, key: str) -> Path:
