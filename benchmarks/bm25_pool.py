@@ -1,6 +1,7 @@
 """BM25 at pool scale: build time, batched and single-query latency, and identical top-k against rank_bm25.
 
     .venv/bin/python benchmarks/bm25_pool.py [--corpus runs/bench/pool] [--queries 200] [--rank-bm25-queries 20]
+        [--analyzer english|plain]
 
 Queries: the bundled dev set's requests plus descriptions of pool skills sampled with a fixed seed.
 """
@@ -12,7 +13,7 @@ import time
 import numpy as np
 
 from _common import stage
-from skillrouter.common.text import tokenize
+from skillrouter.common.text import analyzer
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.evaluation.benchmark import load_bundled
 from skillrouter.retrieval.bm25 import BM25Index, top_k
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rank-bm25-queries", type=int, default=200, help="queries also scored by rank_bm25")
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--analyzer", default="english", choices=["english", "plain"], help="BM25's terms")
     args = parser.parse_args()
     results: dict = {}
     with stage("load corpus", results):
@@ -36,7 +38,7 @@ def main() -> None:
     print(f"{len(skills):,} skills, {len(queries)} queries")
 
     with stage("build (vectorised)", results):
-        index = BM25Index.build(texts, progress=True)
+        index = BM25Index.build(texts, analyzer=args.analyzer, progress=True)
     print(f"vocabulary {len(index.vocab):,} terms, {index.weights.nnz:,} postings")
 
     started = time.perf_counter()
@@ -51,13 +53,14 @@ def main() -> None:
     from rank_bm25 import BM25Okapi
 
     with stage("build (rank_bm25)", results):
-        tokenized = [tokenize(t) for t in texts]
+        terms = analyzer(args.analyzer)
+        tokenized = [terms(t) for t in texts]
         del texts
         ref = BM25Okapi(tokenized)
         del tokenized
     n_ref = min(args.rank_bm25_queries, len(queries))
     started = time.perf_counter()
-    ref_scores = np.array([ref.get_scores(tokenize(q)) for q in queries[:n_ref]])
+    ref_scores = np.array([ref.get_scores(terms(q)) for q in queries[:n_ref]])
     ref_ms = (time.perf_counter() - started) / n_ref * 1e3
     ref_idx, ref_top = top_k(ref_scores, args.k)
     same = int((ref_idx == ours_idx[:n_ref]).all(axis=1).sum())

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from skillrouter.common.text import tokenize
+from skillrouter.common.text import ENGLISH_STOPWORDS, analyzer, english_terms, tokenize
 from skillrouter.retrieval.bm25 import BM25Index, top_k
 
 
@@ -18,12 +18,27 @@ def corpus():
     return docs, queries + ["w1 w1 w1 w7", "unknownword", "W3, w3!"]
 
 
-def test_scores_equal_rank_bm25(corpus):
-    docs, queries = corpus
-    ref = BM25Okapi([tokenize(d) for d in docs], k1=1.2, b=0.6, epsilon=0.3)
-    ours = BM25Index.build(docs, k1=1.2, b=0.6, epsilon=0.3)
-    expected = np.array([ref.get_scores(tokenize(q)) for q in queries])
-    np.testing.assert_allclose(ours.scores(queries), expected, rtol=1e-10, atol=1e-10)
+@pytest.fixture(scope="module")
+def english_corpus():
+    """English words with inflections and stopwords, so that the english analyzer merges and drops terms."""
+    rng = np.random.default_rng(1)
+    words = np.array("query queries queried migration migrations migrate slow slowly index indexes indexing the a of "
+                     "and to is postgres postgresql table tables order orders ordering page pages join joins plan "
+                     "planner week's report reports 用 写 测试".split())
+    docs = [" ".join(rng.choice(words, size=rng.integers(3, 60))) for _ in range(300)]
+    queries = [" ".join(rng.choice(words, size=rng.integers(1, 8))) for _ in range(100)]
+    return docs, queries + ["The queries of the migrations", "the a of", "Postgres query got slow"]
+
+
+@pytest.mark.parametrize("name", ["plain", "english"])
+def test_scores_equal_rank_bm25(corpus, english_corpus, name):
+    """rank_bm25 fed the analyzer's terms gives the index's scores, for either analyzer."""
+    terms = analyzer(name)
+    for docs, queries in (corpus, english_corpus):
+        ref = BM25Okapi([terms(d) for d in docs], k1=1.2, b=0.6, epsilon=0.3)
+        ours = BM25Index.build(docs, k1=1.2, b=0.6, epsilon=0.3, analyzer=name)
+        expected = np.array([ref.get_scores(terms(q)) for q in queries])
+        np.testing.assert_allclose(ours.scores(queries), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_identical_top_k_on_sample(corpus):
@@ -31,7 +46,7 @@ def test_identical_top_k_on_sample(corpus):
     ref = BM25Okapi([tokenize(d) for d in docs])
     expected = np.array([ref.get_scores(tokenize(q)) for q in queries])
     want_idx, _ = top_k(expected, 10)
-    got_idx, got_scores = BM25Index.build(docs).search(queries, 10, batch_size=32)
+    got_idx, got_scores = BM25Index.build(docs, analyzer="plain").search(queries, 10, batch_size=32)
     assert (got_idx == want_idx).all()
     assert (np.diff(got_scores, axis=1) <= 0).all()
 
@@ -56,6 +71,39 @@ def test_unknown_and_repeated_tokens():
 def test_tokenizer_handles_code_and_cjk():
     assert tokenize("docker_compose up --build, K8s!") == ["docker", "compose", "up", "build", "k8s"]
     assert tokenize("用 Python 写测试") == ["用", "python", "写", "测", "试"]
+
+
+def test_english_analyzer_stems_inflections():
+    assert english_terms("query queries queried") == ["queri"] * 3
+    assert english_terms("Migrations migration") == ["migrat"] * 2
+    assert english_terms("indexes index indexing") == ["index"] * 3
+
+
+def test_english_analyzer_drops_stopwords_and_possessives():
+    assert len(ENGLISH_STOPWORDS) == 33  # Lucene's English set
+    assert english_terms("the query of a table and its index") == ["queri", "tabl", "it", "index"]
+    assert english_terms("last week's migration, the team\u2019s plan") == ["last", "week", "migrat", "team", "plan"]
+    assert tokenize("the query") == ["the", "query"]  # the plain tokenizer keeps everything
+
+
+def test_english_analyzer_keeps_cjk_and_short_tokens():
+    assert english_terms("用 Python 写测试") == ["用", "python", "写", "测", "试"]
+    assert english_terms("k8s v2 go") == ["k8", "v2", "go"]  # Porter drops a final s, as Lucene's does
+
+
+def test_english_index_matches_inflections():
+    """A query's `queries` finds a skill that only says `query`: the plain analyzer does not."""
+    docs = ["optimize a slow query", "write release notes", "cache dependencies in ci"]
+    english = BM25Index.build(docs).scores(["slow queries"])[0]
+    plain = BM25Index.build(docs, analyzer="plain").scores(["queries"])[0]
+    assert english.argmax() == 0 and english[0] > english[1:].max()
+    assert (plain == 0).all()
+    assert BM25Index.build(docs).analyzer == "english"
+
+
+def test_unknown_analyzer_is_an_error():
+    with pytest.raises(ValueError, match="unknown analyzer 'klingon'"):
+        BM25Index.build(["a doc"], analyzer="klingon")
 
 
 def test_empty_corpus_is_an_error():

@@ -32,8 +32,11 @@ class CorpusConfig(_Section):
 
 
 class BM25Config(_Section):
-    """rank_bm25's BM25Okapi parameters (its defaults)."""
+    """rank_bm25's BM25Okapi parameters (its defaults) over the terms of an analyzer."""
 
+    analyzer: Literal["english", "plain"] = Field(
+        "english", description="english: Lucene's English analyzer as Pyserini's BM25 runs it (its 33 stopwords "
+        "dropped, Porter stems: `queries` matches `query`, common/text.py); plain: lower-cased words as they are")
     k1: float = Field(1.5, ge=0)
     b: float = Field(0.75, ge=0, le=1)
     epsilon: float = Field(0.25, ge=0)

@@ -8,6 +8,8 @@ rank_bm25 scores a query by looping over its tokens and, for each, over every do
 are computed once into a sparse term-by-document matrix, and a batch of queries is scored with one sparse product.
 The idf follows BM25Okapi exactly: log(N - df + 0.5) - log(df + 0.5), with negative values replaced by
 epsilon * (mean idf over the vocabulary). Repeated query tokens count once per occurrence, as in rank_bm25.
+Documents and queries are read into terms by one analyzer (`common.text.analyzer`): rank_bm25 fed the same
+terms gives the same scores.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from skillrouter.common.text import tokenize
+from skillrouter.common.text import analyzer as get_analyzer
 from skillrouter.config import BM25Config
 from skillrouter.corpus.skill import Skill
 
@@ -26,9 +28,11 @@ from skillrouter.corpus.skill import Skill
 class BM25Index:
     """A term-by-document BM25 weight matrix over a fixed corpus; `search` returns top-k document indices."""
 
-    def __init__(self, weights: sp.csr_matrix, vocab: dict[str, int]):
+    def __init__(self, weights: sp.csr_matrix, vocab: dict[str, int], analyzer: str = "english"):
         self.weights = weights  # (vocab, docs): a row is one term's postings, so queries slice rows
         self.vocab = vocab
+        self.analyzer = analyzer  # queries are read into terms as the documents were
+        self.terms = get_analyzer(analyzer)
 
     @property
     def num_docs(self) -> int:
@@ -36,17 +40,19 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: Sequence[str], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25,
-              progress: bool = False) -> BM25Index:
-        """`texts` is read once, in order (a lazy sequence keeps a large corpus from being copied as text). Memory
-        is bounded by the postings: int32 term ids, and one float64 array at a time beside the result."""
+              analyzer: str = "english", progress: bool = False) -> BM25Index:
+        """`texts` is read once, in order (a lazy sequence keeps a large corpus from being copied as text), into
+        terms by `analyzer` (`english` or `plain`, `common.text`). Memory is bounded by the postings: int32 term
+        ids, and one float64 array at a time beside the result."""
         if not len(texts):
             raise ValueError("cannot build a BM25 index over an empty corpus")
+        terms_of = get_analyzer(analyzer)
         vocab: dict[str, int] = {}
         indptr = [0]
         term_chunks, tf_chunks = [], []
         doc_len = np.empty(len(texts), dtype=np.float64)
         for i, text in enumerate(tqdm(texts, desc="bm25", unit=" docs", disable=not progress, mininterval=0.5)):
-            tokens = tokenize(text)
+            tokens = terms_of(text)
             doc_len[i] = len(tokens)
             ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int32, count=len(tokens))
             terms, tf = np.unique(ids, return_counts=True)
@@ -76,13 +82,13 @@ class BM25Index:
         # the (docs, terms) CSR's arrays read as its transpose, a (terms, docs) CSC: no copy before the conversion
         term_doc = sp.csc_matrix((data, terms, np.asarray(indptr)), shape=(n_terms, n_docs))
         del data, terms
-        return cls(term_doc.tocsr(), vocab)
+        return cls(term_doc.tocsr(), vocab, analyzer)
 
     def query_matrix(self, queries: Sequence[str]) -> sp.csr_matrix:
-        """Query-by-term counts; tokens outside the vocabulary score zero in rank_bm25 and are dropped."""
+        """Query-by-term counts; terms outside the vocabulary score zero in rank_bm25 and are dropped."""
         rows, cols = [], []
         for qi, query in enumerate(queries):
-            for tok in tokenize(query):
+            for tok in self.terms(query):
                 col = self.vocab.get(tok)
                 if col is not None:
                     rows.append(qi)
@@ -144,6 +150,6 @@ class _Texts(Sequence):
 
 
 def build_bm25(skills: Sequence[Skill], params: BM25Config, text: Callable[[Skill], str] = Skill.text) -> BM25Index:
-    """BM25 over each skill's `text` (by default the full text) with the profile's parameters."""
+    """BM25 over each skill's `text` (by default the full text) with the profile's analyzer and parameters."""
     return BM25Index.build(_Texts(skills, text), k1=params.k1, b=params.b, epsilon=params.epsilon,
-                           progress=len(skills) > 20_000)
+                           analyzer=params.analyzer, progress=len(skills) > 20_000)

@@ -38,7 +38,8 @@ def lsa_dims(num_skills: int) -> int:
 
 def lsa_vectors(skills: Sequence[Skill], dims: int | None = None, seed: int = 0) -> np.ndarray:
     """Unit-length LSA vectors: the BM25-weighted term matrix (saturated tf, idf) reduced by a truncated SVD."""
-    weights = BM25Index.build([s.text() for s in skills]).weights.T.tocsr()  # docs x terms
+    # plain terms: the dimensions and the purity below were measured with them
+    weights = BM25Index.build([s.text() for s in skills], analyzer="plain").weights.T.tocsr()  # docs x terms
     dims = max(1, min(dims or lsa_dims(len(skills)), min(weights.shape) - 1))
     u, sigma, _ = svds(weights.astype(np.float32), k=dims, random_state=seed)
     vectors = u * sigma
