@@ -162,7 +162,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
         mined = run_mining(skills, pq.read_table(out["queries"]), config, run_dir / "mined", categories, indent)
         print_mining_summary(mined, run_dir / "mined", indent)
     stages.run("mining", f"mine hard negatives -> {run_dir / 'mined'}", do_mining,
-               key=digest(corpus, content_version(out["queries"]), config.mining))
+               key=digest(corpus, content_version(out["queries"]), config.mining, config.bm25))
 
     trained = []
     for kind in KINDS:  # training skips a finished run by itself (its run name is a fingerprint of its inputs)
@@ -186,8 +186,9 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
         indent(f"wrote {write_selection(selection, run_dir)}")
     if config.routing.validation_share > 0:
         stages.run("select", "choose the served system on validation queries (skills held out of training)",
-                   do_select, key=digest(corpus, content_version(out["groups"]), config.routing, config.seed,
-                                         config.eval.tie_seed, *(model_version(str(out[k])) for k in KINDS)),
+                   do_select, key=digest(corpus, content_version(out["groups"]), config.routing, config.bm25,
+                                         config.seed, config.eval.tie_seed,
+                                         *(model_version(str(out[k])) for k in KINDS)),
                    outputs=[run_dir / SELECTION_DIR / SELECTION_FILE])
     selection = read_selection(run_dir) if config.routing.validation_share > 0 else None
     served = served_config(config, selection)
