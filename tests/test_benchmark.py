@@ -156,6 +156,27 @@ def test_reciprocal_rank_fusion():
     assert reciprocal_rank_fusion([[], []]) == [] and reciprocal_rank_fusion([]) == []
 
 
+def test_convex_combination_weighs_min_max_normalised_scores():
+    from skillrouter.retrieval.fusion import Fusion, convex_combination
+
+    dense, sparse = [("a", 0.9), ("b", 0.7), ("c", 0.5)], [("c", 30.0), ("d", 20.0), ("a", 10.0)]
+    fused = dict(convex_combination([dense, sparse], [0.5, 0.5]))
+    # each list scaled to [0, 1] over its own candidates; one missing from a list gets that list's 0
+    assert fused == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5, "d": 0.25})
+    assert [i for i, _ in convex_combination([dense, sparse], [0.5, 0.5])][:2] == ["a", "c"]  # a tie: first met
+    assert [i for i, _ in convex_combination([dense, sparse], [1.0, 0.0])][0] == "a"
+    assert [i for i, _ in convex_combination([dense, sparse], [0.0, 1.0])][:2] == ["c", "d"]
+    # a scale of 1,000 or an offset changes nothing: only each list's own spread counts
+    assert dict(convex_combination([dense, [(i, 1000 * s + 7) for i, s in sparse]], [0.3, 0.7])) == \
+        pytest.approx(dict(convex_combination([dense, sparse], [0.3, 0.7])))
+    assert dict(convex_combination([[("x", 2.0), ("y", 2.0)], []], [0.5, 0.5])) == {"x": 0.5, "y": 0.5}
+    with pytest.raises(ValueError, match="2 lists of hits but 1 weights"):
+        convex_combination([dense, sparse], [1.0])
+    # the RRF of the same lists ranks by rank alone: c (3rd and 1st) beats a (1st and 3rd) only by order met
+    assert [i for i, _ in Fusion("rrf").fuse(dense, sparse)] == ["a", "c", "b", "d"]
+    assert [i for i, _ in Fusion(dense_weight=0.8).fuse(dense, sparse)] == ["a", "b", "c", "d"]
+
+
 def test_hybrid_system_fuses_minilm_and_bm25(eval_core_dir):
     from skillrouter import Router
     from skillrouter.retrieval.systems import get_system
@@ -163,7 +184,8 @@ def test_hybrid_system_fuses_minilm_and_bm25(eval_core_dir):
     skills = load_eval_core(eval_core_dir).skills
     routes = Router(skills, "hybrid").route("combine two PDF documents into one file", top_k=3)
     assert routes[0].skill_id == "pdf" and len({r.skill_id for r in routes}) == 3
-    assert 2 / 61 >= routes[0].score >= routes[1].score >= routes[2].score > 0  # RRF scores, k=60
+    # equal weights of min-max normalised scores: the top of both lists scores 1
+    assert routes[0].score == pytest.approx(1.0) and 1 >= routes[1].score >= routes[2].score >= 0
     assert get_system("hybrid:minilm").name == "hybrid" and get_system("hybrid:finetuned").name == "hybrid:finetuned"
     assert get_system("hybrid:finetuned+reranker").name == "hybrid:finetuned+reranker"
     with pytest.raises(ValueError, match="hybrid fuses a dense system"):

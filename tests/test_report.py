@@ -178,12 +178,13 @@ def test_saved_results_round_trip_and_old_ones_get_their_curve(results, bench_di
 
 def test_eval_runs_servings_first_stage_with_the_same_rankings(tmp_path):
     """On the bundled dev set: the evaluation's bm25 and hybrid equal the reference computations (BM25 top 50;
-    reciprocal rank fusion of exact MiniLM and BM25 top 100s) and serving's first stage over Milvus Lite."""
+    equal weights of exact MiniLM's and BM25's min-max normalised top 100s) and serving's first stage over Milvus
+    Lite."""
     from skillrouter.index.build import build_index, open_index
     from skillrouter.retrieval.bm25 import build_bm25, top_k
     from skillrouter.retrieval.filters import Catalogue
     from skillrouter.retrieval.first_stage import RetrieveQuery
-    from skillrouter.retrieval.fusion import reciprocal_rank_fusion
+    from skillrouter.retrieval.fusion import convex_combination
     from skillrouter.retrieval.router import Router
     from skillrouter.serving.stages import FirstStage
 
@@ -199,10 +200,13 @@ def test_eval_runs_servings_first_stage_with_the_same_rankings(tmp_path):
 
     bm25 = build_bm25(pool, config.bm25)
     bm25_top = bm25.search(queries, 100)[0]
-    dense_top = top_k(stage.encoder.encode_queries(queries) @ stage.dense.matrix.T, 100)[0]
-    for t, b, d in zip(bench.tasks, bm25_top, dense_top):
+    bm25_scores = bm25.search(queries, 100)[1]
+    cosines = stage.encoder.encode_queries(queries) @ stage.dense.matrix.T
+    dense_top = top_k(cosines, 100)[0]
+    for q, (t, b, d) in enumerate(zip(bench.tasks, bm25_top, dense_top)):
         assert evaluated["bm25"][t.task_id] == [ids[i] for i in b[:50]]
-        fused = reciprocal_rank_fusion([[ids[i] for i in d], [ids[i] for i in b]])
+        fused = convex_combination([[(ids[i], cosines[q, i]) for i in d],
+                                    [(ids[i], s) for i, s in zip(b, bm25_scores[q])]], [0.5, 0.5])
         assert evaluated["hybrid"][t.task_id] == [s for s, _ in fused[:50]]
 
     config.mining.cache_dir = str(tmp_path / "cache")

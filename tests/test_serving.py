@@ -94,6 +94,7 @@ def test_first_stage_filters_and_fusion(tmp_path):
     from skillrouter.retrieval.bm25 import build_bm25
     from skillrouter.retrieval.filters import Catalogue
     from skillrouter.retrieval.first_stage import RetrieveQuery
+    from skillrouter.retrieval.fusion import Fusion
     from skillrouter.serving.stages import FirstStage
 
     skills = [Skill(id=f"s{i}", name=f"skill {i}", description=f"about {w}", body=f"{w} steps and {w} tips",
@@ -114,7 +115,7 @@ def test_first_stage_filters_and_fusion(tmp_path):
     with open_index(config) as index:
         catalogue = Catalogue(skills)
         bm25 = build_bm25(skills, config.bm25)
-        stage = FirstStage(catalogue, index, Encoder(), bm25, fusion_depth=6)
+        stage = FirstStage(catalogue, index, Encoder(), bm25, Fusion(depth=6))
         dense, sparse, hybrid, filtered, both = stage.search([
             RetrieveQuery("like 3", 2, "dense"), RetrieveQuery("excel", 3, "bm25"),
             RetrieveQuery("excel 3", 6, "hybrid"), RetrieveQuery("pdf", 5, "bm25", category="a"),

@@ -291,8 +291,8 @@ class ServingConfig(_Section):
     host: str = Field("127.0.0.1", description="HTTP address of Serve's proxy")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
     first_stage: Literal["dense", "bm25", "hybrid"] = Field(
-        "hybrid", description="default first stage: encoder + Milvus, BM25 over the full text, or their "
-                              "reciprocal rank fusion; a request may choose another")
+        "hybrid", description="default first stage: encoder + Milvus, BM25 over the full text, or the two "
+                              "fused (serving.fusion); a request may choose another")
     rerank: bool = Field(True, description="deploy the reranker stage (when a reranker model is available)")
     use_selection: bool = Field(True, description="serve what the run's main job selected on its validation "
                                 "queries (RUN_DIR/select/selection.json: first stage, reranker, weight) when it exists")
@@ -304,6 +304,11 @@ class ServingConfig(_Section):
                                 "embedded with the encoder the live index was built with")
     reranker: str | None = Field(None, description="cross-encoder; default: the run's trained reranker when "
                                  "exported, else none (first stage only)")
+    fusion: Literal["convex", "rrf"] = Field("convex", description="how `hybrid` fuses dense and BM25: convex, "
+                                            "a weighted sum of each one's min-max normalised scores (Bruch et al. "
+                                            "2023); rrf, reciprocal rank fusion (retrieval/fusion.py)")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="the dense scores' weight in a convex fusion (BM25's: "
+                                "1 minus it)")
     fusion_depth: int = Field(100, ge=1, le=1000, description="candidates each first stage gives the fusion")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
     max_in_flight: int = Field(64, ge=1, description="route requests one ingress replica works on; more are "

@@ -51,6 +51,7 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
               for kind in sorted(trained_kinds(system))}
     settings = {"bm25": config.bm25.model_dump(), "retrieve_k": config.routing.retrieve_k,
                 "fusion_depth": config.serving.fusion_depth, "rrf_k": config.serving.rrf_k,
+                "fusion": [config.serving.fusion, config.serving.dense_weight],
                 "dense_max_length": config.mining.encoder_max_length, "encoder_max_length": config.encoder.max_length,
                 "reranker_max_length": config.reranker.max_length,
                 "windows": [config.mining.encoder_windows, config.encoder.windows, config.reranker.windows]}

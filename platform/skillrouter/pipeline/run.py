@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -50,6 +51,7 @@ from skillrouter.models.exports import set_card_evaluation
 from skillrouter.models.loading import model_version
 from skillrouter.querygen.job import QUERIES_FILE, print_query_summary, run_query_generation
 from skillrouter.retrieval.categories import load_categories
+from skillrouter.retrieval.fusion import Fusion
 from skillrouter.training.job import KINDS, print_training_summary, run_training
 
 STAGES = ("ingest", "queries", "mining", *KINDS, "index", "select", "serve", "eval", "report")
@@ -187,7 +189,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
     if config.routing.validation_share > 0:
         stages.run("select", "choose the served system on validation queries (skills held out of training)",
                    do_select, key=digest(corpus, content_version(out["groups"]), config.routing, config.bm25,
-                                         config.seed, config.eval.tie_seed,
+                                         asdict(Fusion.of(config.serving)), config.seed, config.eval.tie_seed,
                                          *(model_version(str(out[k])) for k in KINDS)),
                    outputs=[run_dir / SELECTION_DIR / SELECTION_FILE])
     selection = read_selection(run_dir) if config.routing.validation_share > 0 else None

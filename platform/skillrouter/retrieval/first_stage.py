@@ -1,7 +1,7 @@
 """The first stage of retrieve-then-rerank, the one copy that serving and the evaluation both run.
 
 `FirstStage`: candidates for a batch of queries, `dense` (a query encoder and a dense search backend), `bm25`
-(over whatever text the BM25 index was built on), or `hybrid` (their reciprocal rank fusion). The dense backend is
+(over whatever text the BM25 index was built on), or `hybrid` (the two fused: retrieval/fusion.py). The dense backend is
 Milvus in serving (`serving.stages`) or `dense.VectorSearch`, an exact in-memory product (the evaluation's, and a
 replica's copy of a pinned index version): the same ranking as a FLAT index.
 
@@ -20,7 +20,7 @@ import numpy as np
 from skillrouter.retrieval.bm25 import BM25Index, top_k
 from skillrouter.retrieval.dense import DenseSearch, QueryEncoder
 from skillrouter.retrieval.filters import Catalogue, FilterValue, UnsafeValue, value_problem
-from skillrouter.retrieval.fusion import FUSION_DEPTH, RRF_K, reciprocal_rank_fusion
+from skillrouter.retrieval.fusion import Fusion
 
 
 @dataclass(frozen=True)
@@ -71,17 +71,17 @@ class FirstStage:
     """Candidates for a batch of queries from one corpus.
 
     `dense`: the query encoder and the dense backend's top-k (one search per distinct filter in the batch);
-    `bm25`: BM25 scores (filters mask them); `hybrid`: reciprocal rank fusion of both, each contributing its top
-    `fusion_depth`. A stage built without an encoder or without BM25 answers only the kinds it has.
+    `bm25`: BM25 scores (filters mask them); `hybrid`: both fused as `fusion` says (retrieval/fusion.py), each
+    contributing its top `fusion.depth`. A stage built without an encoder or without BM25 answers only the kinds it
+    has.
     """
 
     def __init__(self, catalogue: Catalogue, encoder: QueryEncoder | None = None, dense: DenseSearch | None = None,
-                 bm25: BM25Index | None = None, fusion_depth: int = FUSION_DEPTH, rrf_k: int = RRF_K):
-        self.catalogue, self.encoder, self.dense, self.bm25 = catalogue, encoder, dense, bm25
-        self.fusion_depth, self.rrf_k = fusion_depth, rrf_k
+                 bm25: BM25Index | None = None, fusion: Fusion = Fusion()):
+        self.catalogue, self.encoder, self.dense, self.bm25, self.fusion = catalogue, encoder, dense, bm25, fusion
 
     def depth(self, query: RetrieveQuery) -> int:
-        return max(query.k, self.fusion_depth) if query.first_stage == "hybrid" else query.k
+        return max(query.k, self.fusion.depth) if query.first_stage == "hybrid" else query.k
 
     def search(self, queries: Sequence[RetrieveQuery]) -> list[Retrieved]:
         for q in queries:
@@ -100,7 +100,7 @@ class FirstStage:
         out = []
         for i, q in enumerate(queries):
             if q.first_stage == "hybrid":
-                hits = reciprocal_rank_fusion([[s for s, _ in dense[i]], [s for s, _ in sparse[i]]], self.rrf_k)
+                hits = self.fusion.fuse(dense[i], sparse[i])
             else:
                 hits = dense[i] if q.first_stage == "dense" else sparse[i]
             out.append(hits[: q.k])

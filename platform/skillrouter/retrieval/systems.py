@@ -6,7 +6,7 @@ in-memory dense search where serving searches Milvus), and every reranked system
 its answer with the functions serving uses (`retrieval.rerank_scores`, `retrieval.rerank_order`).
 
 Fixed names: `bm25`, `bm25-nd` (name and description only), `minilm` (the bundled encoder, zero-shot), `finetuned`
-(the encoder trained by the profile's run), `hybrid` (reciprocal rank fusion of `minilm` and `bm25`, as serving's
+(the encoder trained by the profile's run), `hybrid` (`minilm` and `bm25` fused, as serving's
 `hybrid` first stage). A dense system ending in `-nd` (`minilm-nd`, `finetuned-nd`, `dense-nd:MODEL`) embeds each
 skill's name and description only, the paper's ablation. `dense:MODEL` is a bi-encoder from a Hugging Face id or
 a local path; `hybrid:SYSTEM` fuses any dense system with `bm25` (`hybrid:finetuned`, `hybrid:dense:MODEL`).
@@ -33,6 +33,7 @@ from skillrouter.retrieval.bm25 import build_bm25
 from skillrouter.retrieval.dense import VectorSearch
 from skillrouter.retrieval.filters import Catalogue
 from skillrouter.retrieval.first_stage import FirstStage, RetrieveQuery
+from skillrouter.retrieval.fusion import Fusion
 from skillrouter.retrieval.rerank import fused, rerank_order, rerank_scores, score_store
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class StageRetriever:
 def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseModel | None = None,
                 bm25_text: Callable[[Skill], str] | None = None) -> FirstStage:
     """The shared first stage over `skills`: an encoder with exact dense search, BM25 over `bm25_text`, or both;
-    fused as serving fuses (`serving.fusion_depth`, `serving.rrf_k`)."""
+    fused as serving fuses (`serving.fusion`, `.dense_weight`, `.fusion_depth`, `.rrf_k`)."""
     catalogue = Catalogue(skills)
     encoder = search = bm25 = None
     if dense is not None:
@@ -97,7 +98,7 @@ def first_stage(skills: Sequence[Skill], config: PipelineConfig, dense: DenseMod
                                                                          dense.fields))
     if bm25_text is not None:
         bm25 = build_bm25(catalogue.skills, config.bm25, bm25_text)
-    return FirstStage(catalogue, encoder, search, bm25, config.serving.fusion_depth, config.serving.rrf_k)
+    return FirstStage(catalogue, encoder, search, bm25, Fusion.of(config.serving))
 
 
 def _bm25_system(name: str, description: str, text: Callable[[Skill], str]) -> System:
@@ -228,8 +229,8 @@ def _hybrid(dense: System) -> System:
     def build(skills: Sequence[Skill], config: PipelineConfig) -> Retriever:
         return StageRetriever(first_stage(skills, config, dense=dense.dense, bm25_text=Skill.text), "hybrid")
     return System(f"hybrid:{dense.name}" if dense.name != "minilm" else "hybrid",
-                  f"reciprocal rank fusion of {dense.name} and bm25 (serving's hybrid: serving.rrf_k, the top "
-                  f"serving.fusion_depth of each)", build)
+                  f"{dense.name} and bm25 fused as serving's hybrid (serving.fusion: by default equal weights of "
+                  f"each one's min-max normalised scores over its top serving.fusion_depth)", build)
 
 
 SYSTEMS: dict[str, System] = {

@@ -78,7 +78,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 api = FastAPI(
     title="skillrouter", version=__version__,
     description="Route a user's request to the agent skills that serve it: a first stage (dense encoder + Milvus, "
-                "BM25, or their reciprocal rank fusion) and a cross-encoder reranker over the full skill text.")
+                "BM25, or the two fused) and a cross-encoder reranker over the full skill text.")
 offline_docs(api)  # /docs from the installed Swagger UI assets: the CDN's page is blank without a network
 
 

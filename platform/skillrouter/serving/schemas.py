@@ -42,7 +42,7 @@ class RouteRequest(_Strict):
     rerank: bool | None = Field(None, description="rescore the first stage's top candidates with the "
                                 "cross-encoder; default: yes when the server runs a reranker")
     first_stage: FirstStage | None = Field(None, description="dense (encoder + Milvus), bm25, or hybrid "
-                                           "(reciprocal rank fusion of both); default: the server's")
+                                           "(both fused: serving.fusion); default: the server's")
     filters: Filters | None = None
 
 
@@ -52,7 +52,7 @@ class RoutedSkill(BaseModel):
     name: str
     description: str
     category: str | None
-    retrieval_score: float = Field(description="first-stage score: cosine (dense), BM25, or fused RRF (hybrid)")
+    retrieval_score: float = Field(description="first-stage score: cosine (dense), BM25, or the fused score (hybrid)")
     rerank_score: float | None = Field(description="cross-encoder logit; null when not reranked (reranking "
                                        "off, or a candidate below the reranked head)")
 

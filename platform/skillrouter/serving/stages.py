@@ -1,5 +1,5 @@
 """The retriever's work as plain Python over the library (no Ray): the run's catalogue of skills, this replica's
-view of the index, and the first stage (dense over Milvus, BM25, or their reciprocal rank fusion) as
+view of the index, and the first stage (dense over Milvus, BM25, or the two fused) as
 `retrieval.first_stage.FirstStage` with a Milvus backend (or `retrieval.dense.VectorSearch` over a pinned version's
 vectors): the evaluation runs the same class. Tests call it directly; the deployments add batching, generations and
 metrics around it (reranking is `retrieval.rerank`, which the evaluation calls too).
@@ -28,6 +28,7 @@ from skillrouter.retrieval.bm25 import BM25Index, build_bm25
 from skillrouter.retrieval.dense import VectorSearch
 from skillrouter.retrieval.filters import Catalogue, FilterValue
 from skillrouter.retrieval.first_stage import Retrieved, RetrieveQuery
+from skillrouter.retrieval.fusion import Fusion
 from skillrouter.serving.generations import private_dir
 
 __all__ = ["FirstStage", "MilvusDense", "close_replica", "corpus_path", "live_encoder", "load_catalogue",
@@ -67,9 +68,8 @@ class FirstStage(first_stage.FirstStage):
     with, and BM25 over the full skill text."""
 
     def __init__(self, catalogue: Catalogue, index: SkillIndex, encoder: Encoder, bm25: BM25Index,
-                 fusion_depth: int = 100, rrf_k: int = 60, collection: str | None = None,
-                 pinned: VectorSearch | None = None):
-        super().__init__(catalogue, encoder, pinned or MilvusDense(index, collection), bm25, fusion_depth, rrf_k)
+                 fusion: Fusion = Fusion(), collection: str | None = None, pinned: VectorSearch | None = None):
+        super().__init__(catalogue, encoder, pinned or MilvusDense(index, collection), bm25, fusion)
         self.index, self.collection = index, collection
 
 
@@ -136,6 +136,5 @@ def load_first_stage(config: PipelineConfig, previous: FirstStage | None = None)
     except BaseException:
         close_replica(index)
         raise
-    return FirstStage(catalogue, index, encoder, bm25, config.serving.fusion_depth, config.serving.rrf_k, collection,
-                      pinned)
+    return FirstStage(catalogue, index, encoder, bm25, Fusion.of(config.serving), collection, pinned)
 
