@@ -42,7 +42,6 @@ from skillrouter.evaluation.selection import (
     read_selection,
     select_system,
     selection_table,
-    served_config,
     write_selection,
 )
 from skillrouter.index.build import index_uri
@@ -193,7 +192,6 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
                                          *(model_version(str(out[k])) for k in KINDS)),
                    outputs=[run_dir / SELECTION_DIR / SELECTION_FILE])
     selection = read_selection(run_dir) if config.routing.validation_share > 0 else None
-    served = served_config(config, selection)
     if selection is not None and selection["system"] not in config.eval.systems:
         config = config.model_copy(deep=True)
         config.eval.systems.append(selection["system"])
@@ -202,7 +200,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print, ski
         def do_serve():
             queries = [e.query for e in config.examples]
             wrong = []
-            for example, answer in zip(config.examples, serve_and_route(served, queries, 3, log=indent)):
+            for example, answer in zip(config.examples, serve_and_route(config, queries, 3, log=indent)):
                 t = answer["timings_ms"]
                 first = answer["results"][0]["skill_id"] if answer["results"] else None
                 verdict = ""
