@@ -263,7 +263,8 @@ def cmd_systems(args: argparse.Namespace) -> int:
     for s in SYSTEMS.values():
         print(f"{s.name:<{width}}  {s.description}")
     print("\nalso: dense:MODEL and dense-nd:MODEL (any bi-encoder, full text or name | description), hybrid:DENSE "
-          "(a dense system and bm25, fused as serving.fusion says); any of them +reranker (the profile's) or +rerank:MODEL")
+          "(a dense system and bm25, fused as serving.fusion says); any of them +reranker (the profile's) or "
+          "+rerank:MODEL")
     return 0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from skillrouter.retrieval.bm25 import BM25Index, top_k
 from skillrouter.retrieval.dense import DenseSearch, QueryEncoder
 from skillrouter.retrieval.filters import Catalogue, FilterValue, UnsafeValue, value_problem
-from skillrouter.retrieval.fusion import Fusion
+from skillrouter.retrieval.fusion import DEFAULT_FUSION, Fusion
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class FirstStage:
     """
 
     def __init__(self, catalogue: Catalogue, encoder: QueryEncoder | None = None, dense: DenseSearch | None = None,
-                 bm25: BM25Index | None = None, fusion: Fusion = Fusion()):
+                 bm25: BM25Index | None = None, fusion: Fusion = DEFAULT_FUSION):
         self.catalogue, self.encoder, self.dense, self.bm25, self.fusion = catalogue, encoder, dense, bm25, fusion
 
     def depth(self, query: RetrieveQuery) -> int:

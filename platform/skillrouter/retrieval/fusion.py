@@ -34,7 +34,10 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Item]], k: int = RRF_K) -
     return sorted(scores.items(), key=lambda kv: -kv[1])  # stable: first met wins a tie
 
 
-def convex_combination(hits: Sequence[Sequence[tuple[Item, float]]], weights: Sequence[float]) -> list[tuple[Item, float]]:
+Hits = Sequence[tuple[Item, float]]  # (item, score), best first
+
+
+def convex_combination(hits: Sequence[Hits], weights: Sequence[float]) -> list[tuple[Item, float]]:
     """score(d) = sum over lists of weight * (s - min) / (max - min), each list's scores min-max normalised over
     its own candidates (best first); a candidate missing from a list gets that list's 0, and a list whose scores
     are all equal gives each of its candidates 1. Ties go to the item met first, list by list."""
@@ -65,7 +68,7 @@ class Fusion:
         """The fusion a `ServingConfig` describes."""
         return cls(serving.fusion, serving.dense_weight, serving.rrf_k, serving.fusion_depth)
 
-    def fuse(self, dense: Sequence[tuple[Item, float]], sparse: Sequence[tuple[Item, float]]) -> list[tuple[Item, float]]:
+    def fuse(self, dense: Hits, sparse: Hits) -> list[tuple[Item, float]]:
         if self.method == "rrf":
             return reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in sparse]], self.rrf_k)
         return convex_combination([dense, sparse], [self.dense_weight, 1 - self.dense_weight])
@@ -75,3 +78,6 @@ class Fusion:
             return f"reciprocal rank fusion (k {self.rrf_k}) of the top {self.depth} of each"
         return (f"min-max normalised scores of the top {self.depth} of each, weighted {self.dense_weight:g} dense, "
                 f"{1 - self.dense_weight:g} BM25")
+
+
+DEFAULT_FUSION = Fusion()

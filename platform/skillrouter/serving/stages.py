@@ -28,7 +28,7 @@ from skillrouter.retrieval.bm25 import BM25Index, build_bm25
 from skillrouter.retrieval.dense import VectorSearch
 from skillrouter.retrieval.filters import Catalogue, FilterValue
 from skillrouter.retrieval.first_stage import Retrieved, RetrieveQuery
-from skillrouter.retrieval.fusion import Fusion
+from skillrouter.retrieval.fusion import DEFAULT_FUSION, Fusion
 from skillrouter.serving.generations import private_dir
 
 __all__ = ["FirstStage", "MilvusDense", "close_replica", "corpus_path", "live_encoder", "load_catalogue",
@@ -68,7 +68,7 @@ class FirstStage(first_stage.FirstStage):
     with, and BM25 over the full skill text."""
 
     def __init__(self, catalogue: Catalogue, index: SkillIndex, encoder: Encoder, bm25: BM25Index,
-                 fusion: Fusion = Fusion(), collection: str | None = None, pinned: VectorSearch | None = None):
+                 fusion: Fusion = DEFAULT_FUSION, collection: str | None = None, pinned: VectorSearch | None = None):
         super().__init__(catalogue, encoder, pinned or MilvusDense(index, collection), bm25, fusion)
         self.index, self.collection = index, collection
 
