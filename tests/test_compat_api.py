@@ -6,6 +6,7 @@ import asyncio
 import base64
 import http.client
 import json
+import re
 import urllib.parse
 
 import numpy as np
@@ -215,13 +216,14 @@ def test_mcp_endpoint_is_admitted_and_guarded_like_route(served):
 
 def test_embeddings_and_rerank_are_refused_503_with_retry_after_past_max_in_flight(served):
     """A burst over the four requests in flight the profile allows: the rest are 503 with Retry-After, as for
-    /v1/route; none is another 5xx, and every refused request was left undone."""
+    /v1/route; none is another 5xx. On a busy machine an admitted request may also pass the request time-out: that
+    is a 503 with Retry-After too, naming the stage that did not answer."""
     import threading
 
     url, _, skills = served
     texts = [s.text()[:4000] for s in skills]
-    bodies = [("/v1/embeddings", {"model": "m", "input": texts * 8, "input_type": "document"}),
-              ("/v1/rerank", {"model": "m", "query": "merge pdfs", "documents": texts * 4})]
+    bodies = [("/v1/embeddings", {"model": "m", "input": texts * 4, "input_type": "document"}),
+              ("/v1/rerank", {"model": "m", "query": "merge pdfs", "documents": texts * 2})]
     barrier, results = threading.Barrier(24), []
 
     def burst(i: int):
@@ -237,7 +239,10 @@ def test_embeddings_and_rerank_are_refused_503_with_retry_after_past_max_in_flig
         t.join(timeout=180)
     assert len(results) == 24 and {r[1] for r in results} <= {200, 503}, [r[:2] for r in results]
     refused = [r for r in results if r[1] == 503]
-    assert refused and all(r[2] == "1" and "serving.max_in_flight" in r[3]["detail"] for r in refused)
+    assert refused and all(r[2] == "1" for r in refused), [r[3] for r in refused]  # each says when to retry
+    assert all(re.search(r"serving\.max_in_flight|did not answer within|queue is full", r[3]["detail"])
+               for r in refused), [r[3]["detail"] for r in refused]
+    assert any("serving.max_in_flight" in r[3]["detail"] for r in refused)  # the burst's excess, at admission
     done = [r for r in results if r[1] == 200]
     assert done and all(len(r[3]["data"] if r[0] == "/v1/embeddings" else r[3]["results"]) > 0 for r in done)
 

@@ -143,6 +143,9 @@ def start(config: PipelineConfig, log: Callable[[str], None] = print) -> str:
     cfg = config.serving
     replicas = cfg.ingress.autoscaling.max_replicas if cfg.ingress.autoscaling else cfg.ingress.num_replicas
     env = proxy_env(cfg.max_in_flight * replicas, cfg.body_timeout_s, cfg.retry_after_s, MAX_ROUTE_BODY_BYTES)
+    # the controller gives a new proxy 5 s to report ready, then kills it, which fails serve.start: on a busy
+    # 2-core machine (a test suite beside a main job) the proxy's process needs longer to import Serve
+    env |= {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30"}
     serve.start(http_options={"host": host, "port": port},  # the proxies inherit the controller's environment
                 controller_options={"runtime_env": {"env_vars": env}})
     serve.run(build_app(config, log), name=APP_NAME, route_prefix="/", logging_config=LOGGING)
