@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from skillrouter.config import PipelineConfig
 from skillrouter.corpus.skill import Skill
 from skillrouter.evaluation.benchmark import Benchmark, Task, benchmark_version
 from skillrouter.evaluation.metrics import SUBSETS, aggregate, task_metrics
+from skillrouter.retrieval.fusion import Fusion
 from skillrouter.retrieval.router import Router
 
 TABLE_METRICS = ("Hit@1", "MRR@10", "nDCG@3", "nDCG@10", "Recall@10", "Recall@50", "FullCoverage@5",
@@ -50,8 +51,7 @@ def provenance(system: str, bench: Benchmark, config: PipelineConfig, top_k: int
     models = {kind: export_info(str(config.model_dir(kind))).get("fingerprint")
               for kind in sorted(trained_kinds(system))}
     settings = {"bm25": config.bm25.model_dump(), "retrieve_k": config.routing.retrieve_k,
-                "fusion_depth": config.serving.fusion_depth, "rrf_k": config.serving.rrf_k,
-                "fusion": [config.serving.fusion, config.serving.dense_weight],
+                "fusion": asdict(Fusion.of(config.serving)),
                 "dense_max_length": config.mining.encoder_max_length, "encoder_max_length": config.encoder.max_length,
                 "reranker_max_length": config.reranker.max_length,
                 "windows": [config.mining.encoder_windows, config.encoder.windows, config.reranker.windows]}

@@ -73,11 +73,5 @@ class Fusion:
             return reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in sparse]], self.rrf_k)
         return convex_combination([dense, sparse], [self.dense_weight, 1 - self.dense_weight])
 
-    def describe(self) -> str:
-        if self.method == "rrf":
-            return f"reciprocal rank fusion (k {self.rrf_k}) of the top {self.depth} of each"
-        return (f"min-max normalised scores of the top {self.depth} of each, weighted {self.dense_weight:g} dense, "
-                f"{1 - self.dense_weight:g} BM25")
-
 
 DEFAULT_FUSION = Fusion()
