@@ -101,6 +101,23 @@ def test_english_index_matches_inflections():
     assert BM25Index.build(docs).analyzer == "english"
 
 
+def test_english_analyzer_reads_hostile_text_and_its_stem_cache_stays_bounded(monkeypatch):
+    """A route request's text reaches the analyzer as it is: quotes, backslashes, control characters, a huge word
+    and a flood of distinct words are read without error, and the stem cache never grows past its bound."""
+    from skillrouter.common import text
+
+    hostile = 'Postgres\'s "queries"\x00\x1b[31m back\\slash \u202e\ufeff 数据库 ' + "q" * 100_000
+    terms = english_terms(hostile)
+    assert terms[:4] == ["postgr", "queri", "31m", "back"] and terms[-1] == "q" * 100_000
+    docs = ["optimize a slow query", "write release notes"]
+    scores = BM25Index.build(docs).scores([hostile, "\x00\\", ""])
+    assert np.isfinite(scores).all() and scores[0].argmax() == 0 and (scores[1:] == 0).all()
+    monkeypatch.setattr(text, "_stems", {})
+    monkeypatch.setattr(text, "STEM_CACHE_SIZE", 50)
+    flood = english_terms(" ".join(f"word{i}ing" for i in range(500)))
+    assert flood[0] == "word0" and len(flood) == 500 and len(text._stems) == 50
+
+
 def test_unknown_analyzer_is_an_error():
     with pytest.raises(ValueError, match="unknown analyzer 'klingon'"):
         BM25Index.build(["a doc"], analyzer="klingon")
