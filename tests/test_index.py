@@ -81,7 +81,7 @@ def test_failed_verification_keeps_the_old_version_live(config):
     skills, vectors = make_skills(), unit_rows(8)
     build_index(skills, config, embeddings=vectors, log=lambda _: None)
     collapsed = np.repeat(vectors[:1], 8, axis=0)  # a collapsed encoder: every skill gets one vector
-    with pytest.raises(SkillIndexError, match="not their own top-1.*'skills' still serves skills_v1; skills_v2 is"):
+    with pytest.raises(SkillIndexError, match="collapsed.*'skills' still serves skills_v1; skills_v2 is"):
         build_index(skills, config, embeddings=collapsed, log=lambda _: None)
     with open_index(config) as index:
         assert index.live() == "skills_v1" and index.versions() == [1, 2]
@@ -91,6 +91,28 @@ def test_failed_verification_keeps_the_old_version_live(config):
             index.switch("skills_v2")
     summary = build_index(skills, config, embeddings=vectors, log=lambda _: None)
     assert summary["version"] == "skills_v3" and summary["dropped"] == ["skills_v2"]  # the failed one goes
+
+
+def test_copies_the_encoder_reads_alike_tie_and_a_misplaced_row_fails(config):
+    """Registries publish a skill under several ids whose texts differ only past what the encoder reads: one
+    vector, several ids (the 69K pool's first GPU build stopped on such a pair). Each copy ties for first place,
+    which is no miss; a row written under another skill's id is one."""
+    skills, vectors = make_skills(16), unit_rows(16)
+    for a, b in ((0, 1), (2, 3), (4, 5)):  # pairs of copies: other text, the same vector
+        skills[b] = dataclasses.replace(skills[b], body=skills[a].body + " (copied; a footer the encoder never reads)")
+        vectors[b] = vectors[a]
+    lines: list[str] = []
+    summary = build_index(skills, config, embeddings=vectors, log=lines.append)
+    assert summary["verify"]["ties"] == 6 and summary["verify"]["self_recall"] == 1.0
+    assert "6 tied with a skill the encoder reads alike" in lines[-1]
+    with open_index(config) as index:
+        for a, b in ((0, 1), (2, 3), (4, 5)):
+            top = index.search(vectors[a:a + 1], 2)[0]
+            assert {i for i, _ in top} == {skills[a].id, skills[b].id} and abs(top[0][1] - top[1][1]) < 1e-5
+        misplaced = vectors.copy()
+        misplaced[[8, 9]] = misplaced[[9, 8]]  # what the index should hold, if rows 8 and 9 were swapped
+        with pytest.raises(SkillIndexError, match="2 of 16 sampled skills are not their own top-1"):
+            index.verify(summary["version"], skills, misplaced, expected_rows=16)
 
 
 def test_a_build_cut_short_while_embedding_leaves_the_live_version_alone(config, monkeypatch):

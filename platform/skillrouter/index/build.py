@@ -112,7 +112,9 @@ def build_index(skills: Sequence[Skill], config: PipelineConfig, *, embeddings: 
         seconds["switch"] = round(time.perf_counter() - started, 2)
     seconds["total"] = round(time.perf_counter() - begin, 2)  # with closing (Lite writes its segments then)
     log(f"index: '{cfg.collection}' -> {name} ({len(skills):,} skills, dim {vectors.shape[1]}, "
-        f"{checks['sampled']} sampled skills found themselves) in {index.uri}; "
+        f"{checks['sampled']} sampled skills found themselves"
+        + (f", {checks['ties']} tied with a skill the encoder reads alike" if checks["ties"] else "")
+        + f") in {index.uri}; "
         + ", ".join(f"{k} {v} s" for k, v in seconds.items())
         + (f"; dropped {', '.join(dropped)}" if dropped else ""))
     return {"uri": index.uri, "alias": cfg.collection, "version": name, "previous": previous, "rows": len(skills),

@@ -65,6 +65,9 @@ ID_BATCH = 1000  # ids per delete request
 VERIFY_SAMPLE = 256
 # HNSW is approximate: a few self-misses among the sample are normal there, none with FLAT (exact).
 MIN_SELF_RECALL = {"FLAT": 1.0, "HNSW": 0.98}
+VERIFY_TIE_DEPTH = 16  # hits read per sampled skill: a vector shared by more skills than this counts as a miss
+TIE_TOLERANCE = 1e-5  # scores this close to the top are the same vector (float32 inner products)
+MAX_SHARED_VECTORS = 0.5  # the 69K pool: 1 sampled skill in 256 shares its vector; a collapsed encoder: all
 HNSW_BUILD = {"M": 16, "efConstruction": 200}
 HNSW_MIN_EF = 64
 
@@ -473,14 +476,24 @@ class SkillIndex:
 
     def verify(self, collection: str, skills: Sequence[Skill], vectors: np.ndarray, expected_rows: int,
                sample: int = VERIFY_SAMPLE, seed: int = 0) -> dict:
-        """Check that `collection` holds `expected_rows` rows and that a sample of `skills` finds itself
-        first by its own vector (or an exact duplicate: same content hash, same vector). A collapsed or
-        mis-written index fails here. On success the version is marked verified, which `switch` requires."""
+        """Check that `collection` holds `expected_rows` rows and that a sample of `skills` finds itself first by
+        its own vector. A top score shared with other skills is a tie, not a miss, when the skill is among the
+        tied (real registries publish copies that differ only past what the encoder reads: same vector, other
+        id), or the top hit has its content hash (an exact duplicate). A mis-written index fails here, and so
+        does a collapsed encoder (many different skills with one vector). On success the version is marked
+        verified, which `switch` requires."""
         rows = self.count(collection)
         picks = random.Random(seed).sample(range(len(skills)), min(sample, len(skills)))
-        hits = self._search(vectors[picks], 1, ("", {}), ["content_hash"], collection) if picks else []
-        misses = [skills[i].id for i, h in zip(picks, hits) if not h or (
-            h[0]["id"] != skills[i].id and h[0]["entity"]["content_hash"] != skills[i].content_hash)]
+        k = min(VERIFY_TIE_DEPTH, max(rows, 1))
+        hits = self._search(vectors[picks], k, ("", {}), ["content_hash"], collection) if picks else []
+        misses, shared = [], 0
+        for i, found in zip(picks, hits):
+            skill = skills[i]
+            tied = [h for h in found if h["distance"] >= found[0]["distance"] - TIE_TOLERANCE] if found else []
+            if not (any(h["id"] == skill.id for h in tied)
+                    or (tied and tied[0]["entity"]["content_hash"] == skill.content_hash)):
+                misses.append(skill.id)
+            shared += any(h["id"] != skill.id and h["entity"]["content_hash"] != skill.content_hash for h in tied)
         recall = 1 - len(misses) / len(picks) if picks else 1.0
         problems = []
         if rows != expected_rows:
@@ -488,10 +501,13 @@ class SkillIndex:
         if recall < MIN_SELF_RECALL[self.index_type]:
             problems.append(f"{len(misses)} of {len(picks)} sampled skills are not their own top-1 "
                             f"(e.g. {', '.join(misses[:3])})")
+        if shared > max(2, MAX_SHARED_VECTORS * len(picks)):  # a sync of two copied skills is no collapse
+            problems.append(f"{shared} of {len(picks)} sampled skills share their top score with a skill of other "
+                            "text: the encoder gives different skills one vector (collapsed)")
         if problems:
             raise SkillIndexError(f"verification of {collection} in {self.uri} failed: {'; '.join(problems)}")
         self.client.alter_collection_properties(collection, properties={VERIFIED_PROPERTY: "true"})
-        return {"rows": rows, "sampled": len(picks), "self_recall": round(recall, 4)}
+        return {"rows": rows, "sampled": len(picks), "self_recall": round(recall, 4), "ties": shared}
 
     def info(self) -> dict:
         """What a person checking the index wants: where, which version is live, rows per version."""
