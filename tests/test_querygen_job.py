@@ -42,7 +42,7 @@ def test_offline_job_writes_queries_and_resumes_as_a_no_op(ray_cluster, repo_roo
     rows = table.to_pylist()
     assert summary["skills_sampled"] == 48 and summary["skills_ok"] + summary["skills_failed"] == 48
     assert summary["queries"] == len(rows) >= 48 * 3 - 3 and summary["categories"] == "given"
-    assert len({r["query_id"] for r in rows}) == len(rows) and rows[0]["generator"] == "offline-v1"
+    assert len({r["query_id"] for r in rows}) == len(rows) and rows[0]["generator"] == "offline-v2"
     cats = {s.id: s.category for s in skills}
     assert len({cats[r["skill_id"]] for r in rows}) == 24  # stratified: every category is represented
     lines = sum(1 for p in (out / "parts").glob("*.jsonl") for _ in p.open())

@@ -83,3 +83,18 @@ def test_name_scrub_leaves_no_contentless_request_and_numbering_goes():
     assert "I need help with Workflow." not in queries
     assert "I need help with confirm architecture before coding." in queries
     assert "I need help with plan module boundaries first." in queries
+
+
+def test_chinese_and_japanese_skills_get_requests_in_their_own_words():
+    """About 5% of the real pool is written in Chinese or Japanese: no spaces between words, `。` ends sentences.
+    Its headings and descriptions count as the long texts they are, and get no English frame around them."""
+    zh = Skill("sec/api-security", "api-security-testing", "API安全测试的专业技能和方法论。覆盖鉴权、越权与注入。",
+               "# 接口越权漏洞的排查流程\n\n检查每个接口的鉴权。\n\n## 批量赋值与参数污染的测试方法\n\n步骤。\n")
+    queries, rejected = generate_offline(zh, 3, LeakGuard.for_skill(zh))
+    assert queries == ["API安全测试的专业技能和方法论。", "接口越权漏洞的排查流程",
+                       "批量赋值与参数污染的测试方法"], rejected
+    first = "テスト可能なコードのためのプロトコルベースの依存性注入。"
+    ja = Skill("swift/di", "swift-protocol-di-testing", first + "モックでファイルシステムを置き換える。", "本文。")
+    assert [t for s, t in candidates(ja) if s == "description"] == [first]
+    assert generate_offline(ja, 3, LeakGuard.for_skill(ja))[0] == [first]
+    assert LeakGuard.for_skill(ja).check("依存性注入") == "too_short"  # five characters: still too short

@@ -10,6 +10,7 @@ from collections.abc import Callable
 # matches Chinese, Japanese and Korean skills (about 5% of the real pool). Other scripts split on word runs.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
 
 # Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET, the stopwords of Pyserini's and Anserini's BM25 baselines
 ENGLISH_STOPWORDS = frozenset(
@@ -24,6 +25,12 @@ STEM_CACHE_SIZE = 1 << 20  # words; a 69K-skill pool has about 400K distinct one
 def tokenize(text: str) -> list[str]:
     """Lower-cased word tokens; underscores and punctuation separate words (`docker_compose` -> docker, compose)."""
     return _TOKEN.findall(text.lower())
+
+
+def cjk_characters(text: str) -> int:
+    """How many CJK characters `text` has: a CJK word has no spaces around it, so length checks written for
+    space-separated words count each such character as a word (and as two Latin letters wide)."""
+    return len(_CJK_CHAR.findall(text))
 
 
 _stems: dict[str, str] = {}

@@ -14,10 +14,11 @@ import random
 import re
 from collections.abc import Iterator
 
+from skillrouter.common.text import cjk_characters
 from skillrouter.corpus.skill import Skill
 from skillrouter.querygen.leak_guard import LeakGuard
 
-GENERATOR = "offline-v1"
+GENERATOR = "offline-v2"  # v2: Chinese, Japanese and Korean texts counted and kept as written
 
 _EXAMPLE = re.compile(r"""(?im)^\s*(?:[-*>]\s*)*(?:\*\*|_)?(?:user|prompt|request|example(?: request| prompt)?|ask)
                           (?:\*\*|_)?\s*[:>]\s*(?:\*\*)?\s*["“']?(?P<q>[^\n]{12,400}?)["”']?\s*$""", re.X)
@@ -44,6 +45,11 @@ def _clean(text: str) -> str:
     return " ".join(text.split()).strip(" .:;-")
 
 
+def _words(text: str) -> int:
+    """Words of a text, each CJK character one (those scripts put no spaces between words)."""
+    return len(text.split()) + cjk_characters(text)
+
+
 def _first_person(text: str) -> str:
     for pattern, repl in _PRONOUNS:
         text = re.sub(pattern, repl, text, flags=re.I)
@@ -53,7 +59,7 @@ def _first_person(text: str) -> str:
 def _imperative(sentence: str) -> str:
     """`Generates reports for X` -> `generate reports for X`: descriptions often open in the third person."""
     words = sentence.split()
-    if not words:
+    if not words or cjk_characters(words[0]):  # no English verb to turn
         return sentence
     first = words[0].lower()
     if first.endswith("ies") and len(first) > 4:
@@ -75,15 +81,17 @@ def candidates(skill: Skill) -> Iterator[tuple[str, str]]:
     for section in _SECTION.finditer(skill.body):
         for b in _BULLET.finditer(section.group("body")):
             yield "when_to_use", _first_person(_clean(b.group("item")))
-    first_sentence = re.split(r"(?<=[.!?])\s", skill.description.strip(), maxsplit=1)[0]
+    first_sentence = re.split(r"(?<=[.!?])\s|(?<=[。！？])", skill.description.strip(), maxsplit=1)[0]
     yield "description", _imperative(_clean(first_sentence))
     for m in _HEADING.finditer(skill.body):
         heading = _NUMBERING.sub("", _clean(m.group("h")))
-        if heading.lower() not in _SKIP_HEADINGS and len(heading.split()) >= 3:
+        if heading.lower() not in _SKIP_HEADINGS and _words(heading) >= 3:
             yield "heading", _imperative(heading)
 
 
 def _as_request(source: str, text: str, rng: random.Random) -> str:
+    if cjk_characters(text) * 2 > len(text):  # written in Chinese, Japanese or Korean: no English frame around it
+        return text.rstrip(" .")
     if source == "example":
         return text if text[-1:] in ".?!" else text + "."
     text = text.rstrip(" .?!")
@@ -122,7 +130,7 @@ def generate_offline(skill: Skill, n: int, guard: LeakGuard, seed: int = 0) -> t
         # Scrub the name before phrasing the request, so that a heading like "PDF Tools Workflow" cannot leave a
         # contentless "I need help with Workflow."; what is left must still say something.
         text = _scrub_name(text, skill)
-        query = _as_request(source, text, rng) if len(text.split()) >= 3 else text  # the guard: too_short
+        query = _as_request(source, text, rng) if _words(text) >= 3 else text  # the guard: too_short
         reason = guard.accept(query)
         if reason is None:
             accepted.append(query)
