@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -264,6 +265,10 @@ def print_query_summary(summary: dict, out: str | Path, log=print) -> None:
     log(f"skills: {summary['skills_ok']} ok, {summary['skills_failed']} failed, "
           f"{summary['skills_unfinished']} unfinished of {summary['skills_sampled']}; "
           f"{summary['queries']} queries ({summary['generator']}, {summary['seconds']:.1f} s)")
+    if summary["skills_failed"]:  # the offline generator's "failed": a text that yields fewer requests than asked
+        reasons = Counter(re.sub(r"\d+/\d+", "N/M", r) for r in summary["failed"].values())
+        log("failed: " + "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3))
+            + f" (each skill's reason: {Path(out) / 'summary.json'})")
     if summary["rejections"]:
         log("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["rejections"].items())))
     if u["requests"]:
