@@ -144,12 +144,14 @@ def test_the_summary_says_why_skills_failed(tmp_path):
     from skillrouter.querygen.job import print_query_summary
 
     failed = {f"s{i}": f"the skill's text yields {i % 3}/3 usable requests" for i in range(7)}
+    failed["y"] = "2/3 valid queries after 4 attempts"
     failed["x"] = "offline generator error: ValueError('boom')"
-    summary = {"skills_ok": 2, "skills_failed": 8, "skills_unfinished": 0, "skills_sampled": 10, "queries": 12,
+    summary = {"skills_ok": 1, "skills_failed": 9, "skills_unfinished": 0, "skills_sampled": 10, "queries": 12,
                "generator": "offline", "seconds": 1.0, "failed": failed, "rejections": {"too_short": 4},
                "usage": {"requests": 0}, "stopped_by_budget": None}
     lines: list[str] = []
     print_query_summary(summary, tmp_path, log=lines.append)
-    assert lines[0].startswith("skills: 2 ok, 8 failed, 0 unfinished of 10")
-    assert lines[1] == ("failed: 7 x the skill's text yields N/M usable requests; 1 x offline generator error: "
-                        f"ValueError('boom') (each skill's reason: {tmp_path / 'summary.json'})")
+    assert lines[0].startswith("skills: 1 ok, 9 failed, 0 unfinished of 10")
+    assert lines[1] == ("failed: 7 x the skill's text yields N/M usable requests; 1 x 2/3 valid queries after 4 "
+                        "attempts; 1 x offline generator error: ValueError('boom') "
+                        f"(each skill's reason: {tmp_path / 'summary.json'})")

@@ -266,8 +266,11 @@ def print_query_summary(summary: dict, out: str | Path, log=print) -> None:
           f"{summary['skills_unfinished']} unfinished of {summary['skills_sampled']}; "
           f"{summary['queries']} queries ({summary['generator']}, {summary['seconds']:.1f} s)")
     if summary["skills_failed"]:  # the offline generator's "failed": a text that yields fewer requests than asked
-        reasons = Counter(re.sub(r"\d+/\d+", "N/M", r) for r in summary["failed"].values())
-        log("failed: " + "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3))
+        groups: dict[str, list[str]] = {}
+        for reason in summary["failed"].values():
+            groups.setdefault(re.sub(r"\d+/\d+", "N/M", reason), []).append(reason)
+        top = sorted(groups.items(), key=lambda kv: len(kv[1]), reverse=True)[:3]
+        log("failed: " + "; ".join(f"{len(g)} x {g[0] if len(g) == 1 else pattern}" for pattern, g in top)
             + f" (each skill's reason: {Path(out) / 'summary.json'})")
     if summary["rejections"]:
         log("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["rejections"].items())))
