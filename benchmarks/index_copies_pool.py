@@ -10,13 +10,11 @@ and the index build's verification (ties counted); the build raises if verificat
 import argparse
 import tempfile
 
-import numpy as np
-
 from skillrouter.config import PipelineConfig
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.index.build import build_index
 from skillrouter.models.encoder import Encoder, EncoderSpec
-from skillrouter.retrieval.embeddings import mean_rows, skill_texts
+from skillrouter.retrieval.embeddings import embed_skills
 
 
 def main() -> None:
@@ -33,14 +31,13 @@ def main() -> None:
         raise SystemExit(f"no skill named {args.name!r} in {args.pool}")
     print(f"{len(skills)} skills named {args.name!r}, {len({s.content_hash for s in skills})} distinct texts")
     spec = EncoderSpec(args.encoder, args.max_length, windows=args.windows)
-    texts, owner = skill_texts(skills, spec)
-    vectors = mean_rows(Encoder.load(spec).encode(texts, 32), owner, len(skills))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    sims = vectors @ vectors.T
-    alike = [(skills[i].id, skills[j].id) for i in range(len(skills)) for j in range(i)
-             if sims[i, j] > 1 - 1e-5 and skills[i].content_hash != skills[j].content_hash]
-    print(f"pairs of different text with one vector: {len(alike)}" + (f", e.g. {alike[0]}" if alike else ""))
+    encoder = Encoder.load(spec)
     with tempfile.TemporaryDirectory() as run_dir:
+        vectors = embed_skills(skills, spec, run_dir, embed=lambda texts: encoder.encode(texts, 32), log=print)
+        sims = vectors @ vectors.T
+        alike = [(skills[i].id, skills[j].id) for i in range(len(skills)) for j in range(i)
+                 if sims[i, j] > 1 - 1e-5 and skills[i].content_hash != skills[j].content_hash]
+        print(f"pairs of different text with one vector: {len(alike)}" + (f", e.g. {alike[0]}" if alike else ""))
         summary = build_index(skills, PipelineConfig(run_dir=run_dir), embeddings=vectors, log=print)
     print(f"verification: {summary['verify']}")
 

@@ -33,6 +33,12 @@ def cjk_characters(text: str) -> int:
     return len(_CJK_CHAR.findall(text))
 
 
+def word_count(text: str) -> int:
+    """Words of a text: its space-separated runs, and one per CJK character (those scripts put no spaces
+    between words)."""
+    return len(text.split()) + cjk_characters(text)
+
+
 _stems: dict[str, str] = {}
 _stemmer_lock = threading.Lock()
 _stemmer = None

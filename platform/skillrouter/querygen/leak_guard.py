@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from skillrouter.common.text import cjk_characters, tokenize
+from skillrouter.common.text import cjk_characters, tokenize, word_count
 from skillrouter.corpus.skill import Skill
 
 # Reasons, stable strings: they key the summary's rejection counts.
@@ -69,8 +69,8 @@ class LeakGuard:
             return EMPTY
         if len(text) > self.max_chars:
             return TOO_LONG
-        cjk = cjk_characters(text)  # Chinese, Japanese, Korean: words without spaces, each character a word
-        if len(text) + cjk < self.min_chars or len(text.split()) + cjk < self.min_words:
+        # Chinese, Japanese, Korean: each character a word, and as wide as two Latin letters
+        if len(text) + cjk_characters(text) < self.min_chars or word_count(text) < self.min_words:
             return TOO_SHORT
         tokens = normalise(text)
         if self._names_skill(tokens):

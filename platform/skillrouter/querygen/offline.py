@@ -14,7 +14,7 @@ import random
 import re
 from collections.abc import Iterator
 
-from skillrouter.common.text import cjk_characters
+from skillrouter.common.text import cjk_characters, word_count
 from skillrouter.corpus.skill import Skill
 from skillrouter.querygen.leak_guard import LeakGuard
 
@@ -43,11 +43,6 @@ _SITUATIONS = ["{x}. Can you help?", "{x}. What should I do?", "{x}. How should 
 def _clean(text: str) -> str:
     text = _MARKUP.sub(lambda m: m.group(1) or " ", text)
     return " ".join(text.split()).strip(" .:;-")
-
-
-def _words(text: str) -> int:
-    """Words of a text, each CJK character one (those scripts put no spaces between words)."""
-    return len(text.split()) + cjk_characters(text)
 
 
 def _first_person(text: str) -> str:
@@ -85,7 +80,7 @@ def candidates(skill: Skill) -> Iterator[tuple[str, str]]:
     yield "description", _imperative(_clean(first_sentence))
     for m in _HEADING.finditer(skill.body):
         heading = _NUMBERING.sub("", _clean(m.group("h")))
-        if heading.lower() not in _SKIP_HEADINGS and _words(heading) >= 3:
+        if heading.lower() not in _SKIP_HEADINGS and word_count(heading) >= 3:
             yield "heading", _imperative(heading)
 
 
@@ -130,7 +125,7 @@ def generate_offline(skill: Skill, n: int, guard: LeakGuard, seed: int = 0) -> t
         # Scrub the name before phrasing the request, so that a heading like "PDF Tools Workflow" cannot leave a
         # contentless "I need help with Workflow."; what is left must still say something.
         text = _scrub_name(text, skill)
-        query = _as_request(source, text, rng) if _words(text) >= 3 else text  # the guard: too_short
+        query = _as_request(source, text, rng) if word_count(text) >= 3 else text  # the guard: too_short
         reason = guard.accept(query)
         if reason is None:
             accepted.append(query)
