@@ -98,3 +98,16 @@ def test_chinese_and_japanese_skills_get_requests_in_their_own_words():
     assert [t for s, t in candidates(ja) if s == "description"] == [first]
     assert generate_offline(ja, 3, LeakGuard.for_skill(ja))[0] == [first]
     assert LeakGuard.for_skill(ja).check("依存性注入") == "too_short"  # five characters: still too short
+
+
+@pytest.mark.parametrize("description", [
+    "。。。", "！", "测试\x00\x1b[31m注入\\\"引号'和反斜杠\\。其余", "界" * 100_000,
+    "# 标题\n\t\r\n\u200b零宽字符的描述文本。",
+    "混合 mixed 文本 with `code` and 中文。Second sentence.",
+])
+def test_hostile_cjk_texts_never_crash_and_every_request_passes_the_guard(description):
+    skill = Skill("odd/cjk", "cjk-one", description, f"# {description[:5000]}\n## 步骤\n- {description[:300]}\n")
+    queries, rejected = generate_offline(skill, 3, LeakGuard.for_skill(skill))
+    fresh = LeakGuard.for_skill(skill)
+    assert all(fresh.accept(q) is None for q in queries), (queries, rejected)
+    assert all(len(q) <= fresh.max_chars for q in queries)
