@@ -1,6 +1,7 @@
 """Training: schedule, data batching, the trainable modules, export/reload, and real Ray Train + DeepSpeed runs."""
 
 import json
+import shutil
 import signal
 import socket
 import threading
@@ -25,7 +26,7 @@ from skillrouter.training.data import (
     tokenized_dataset,
 )
 from skillrouter.training.flops import flops_per_token, non_embedding_parameters
-from skillrouter.training.job import prune_finished_run, resolve_deepspeed, run_training
+from skillrouter.training.job import finished_export, prune_finished_run, resolve_deepspeed, run_training
 from skillrouter.training.loop import lr_lambda
 from skillrouter.training.modules import EXPORT_INFO, build_module
 
@@ -279,6 +280,16 @@ def test_two_worker_zero2_run_learns_the_toy_task_and_exports(ray_cluster, tiny_
     assert TOY[int(np.argmax(q @ encoder.encode_skills(TOY).T))].id == "toy/kubernetes"
     again = run_training("encoder", TOY, toy_groups(64), config, log=lines.append)
     assert again["skipped"] and "up to date" in lines[-1]
+    # a driver stopped after the last step but before publishing leaves the run's export and no models/ folder:
+    # the rerun publishes that export (restoring it would hand DeepSpeed a folder without its state)
+    rows = len(read_log(tmp_path))
+    shutil.rmtree(summary["output_dir"])
+    published = run_training("encoder", TOY, toy_groups(64), config, log=lines.append)
+    assert not published["skipped"] and "finished before it was stopped" in " ".join(lines[-2:])
+    assert len(read_log(tmp_path)) == rows and published["steps"] == 24  # nothing trained again
+    assert published["final"] == summary["final"] and published["fingerprint"] == summary["fingerprint"]
+    again = Encoder.load(EncoderSpec(model=published["output_dir"], max_length=48), device="cpu")
+    np.testing.assert_array_equal(again.encode_skills(TOY), encoder.encode_skills(TOY))
 
 
 def test_a_finished_run_keeps_only_its_last_checkpoint_and_a_consistent_snapshot(tmp_path):
@@ -298,6 +309,32 @@ def test_a_finished_run_keeps_only_its_last_checkpoint_and_a_consistent_snapshot
     assert [r["checkpoint_dir_name"] for r in after["checkpoint_results"]] == ["export"]
     assert after["checkpoint_report_indices"] == [3] and after["latest_checkpoint_result"] == results[-1]
     assert prune_finished_run(run, "export") == 0 and prune_finished_run(tmp_path / "absent", "export") == 0
+
+
+def test_an_export_cut_short_is_dropped_so_the_run_resumes_from_its_last_deepspeed_checkpoint(tmp_path):
+    run = tmp_path / "encoder-abc"
+    (run / "step-0000020" / "deepspeed").mkdir(parents=True)
+    (run / "export").mkdir()
+    (run / "export" / "config.json").write_text("{}")  # the weights and skillrouter.json never arrived
+    results = [{"checkpoint_dir_name": n, "metrics": {"step": s}} for n, s in (("step-0000020", 20), ("export", 24))]
+    snapshot = {"checkpoint_results": results, "checkpoint_report_indices": [1, 2],
+                "latest_checkpoint_result": results[-1], "pending_training_results": [results[-1]],
+                "pending_validation_specs": [False]}
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps(snapshot))
+    assert finished_export(run) is None and not (run / "export").exists()
+    after = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    assert after["checkpoint_results"] == results[:1] and after["checkpoint_report_indices"] == [1]
+    assert after["latest_checkpoint_result"] == results[0]
+    assert after["pending_training_results"] == [] and after["pending_validation_specs"] == []
+    # a whole export is the run's result; a run that never got that far has none
+    (run / "export").mkdir()
+    (run / "export" / "config.json").write_text("{}")
+    (run / "export" / EXPORT_INFO).write_text("{}")
+    assert finished_export(run) is None  # not listed: Ray Train had not registered it
+    snapshot["pending_training_results"], snapshot["pending_validation_specs"] = [], []
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps(snapshot))
+    assert finished_export(run) == run / "export"
+    assert finished_export(tmp_path / "absent") is None
 
 
 def _kill_a_worker_after_the_first_checkpoint(storage, stop: threading.Event, killed: list) -> None:

@@ -27,6 +27,8 @@ from skillrouter.models.loading import EXPORT_INFO, export_info
 from skillrouter.training.data import held_out_skills, micro_batches_per_epoch, sample_groups, tokenized_dataset
 
 KINDS = ("encoder", "reranker")
+FINAL = "export"  # the name of a run's last checkpoint: the worker's Hugging Face export (training.loop)
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's checkpoints, read when it resumes
 
 
 def resolve_deepspeed(path: str | Path, t: TrainConfig, use_gpu: bool) -> dict:
@@ -141,7 +143,6 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     from ray.train.torch import TorchTrainer
 
     from skillrouter.models.encoder import EncoderSpec
-    from skillrouter.models.exports import write_exports
     from skillrouter.models.reranker import RerankerSpec
     from skillrouter.training.loop import train_func
 
@@ -157,6 +158,13 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     if summary is not None:
         log(f"{kind}: up to date ({out_dir}, {summary['steps']} steps); --rerun {kind} trains it again")
         return {**summary, "output_dir": str(out_dir), "skipped": True}
+    log_path = run_dir.resolve() / "models" / f"{kind}_train_log.jsonl"
+    run_path = Path(storage) / f"{kind}-{fp}"
+    finished = None if "://" in storage else finished_export(run_path)
+    if finished is not None:  # trained to the end, then stopped before publishing: publish, do not train again
+        log(f"{kind}: the run {run_path} finished before it was stopped; publishing its export")
+        info = _publish(finished, run_path, out_dir, t, log_path, fp, {"groups": groups.num_rows}, log)
+        return {**info, "output_dir": str(out_dir), "skipped": False}
 
     ensure_ray()
     import ray
@@ -186,7 +194,6 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
         f"{'GPU' if use_gpu else 'CPU'} worker(s), {total} steps of {t.batch_size} x {t.grad_accum_steps} "
         f"groups per worker; tokenized in {tokenize_s:.1f} s")
 
-    log_path = run_dir.resolve() / "models" / f"{kind}_train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # appended to, never truncated: a run resumed after a kill keeps the killed run's rows
     logged = len(log_path.read_text().splitlines()) if log_path.exists() else 0
@@ -213,39 +220,77 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     if result.error:
         raise result.error
 
+    info = _publish(Path(result.checkpoint.path), Path(result.path), out_dir, t, log_path, fp,
+                    {"groups": groups.num_rows, "train_seconds": round(time.perf_counter() - started, 1),
+                     "tokenize_seconds": round(tokenize_s, 1), "device": "GPU" if use_gpu else "CPU"}, log,
+                    checkpoint=result.checkpoint)
+    return {**info, "output_dir": str(out_dir), "skipped": False}
+
+
+def _publish(export: Path, run_path: Path, out_dir: Path, t: TrainConfig, log_path: Path, fp: str, extra: dict,
+             log, checkpoint=None) -> dict:
+    """Publish a run's final checkpoint `export` (the worker's Hugging Face export) at `out_dir`, whole or not at
+    all, with the run's figures in its info; then free the run's DeepSpeed states. Returns the info."""
+    from skillrouter.models.exports import write_exports
+
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    _export_copy(result.checkpoint, staging)
+    _export_copy(export, staging, checkpoint)
     info = json.loads((staging / EXPORT_INFO).read_text())  # the worker wrote it: its absence is an error
-    reports = [row for row in map(json.loads, log_path.read_text().splitlines()) if row.get("run") == fp]
-    info["final"] = reports[-1]  # all workers merged (the worker's own figure covers rank 0 only)
-    info.update(fingerprint=fp, groups=groups.num_rows, train_seconds=round(time.perf_counter() - started, 1),
-                tokenize_seconds=round(tokenize_s, 1), run=str(result.path), log=str(log_path),
-                device="GPU" if use_gpu else "CPU", skill_text=skill_text)
+    reports = [row for row in map(json.loads, log_path.read_text().splitlines())
+               if row.get("run") == fp] if log_path.exists() else []
+    if reports:
+        info["final"] = reports[-1]  # all workers merged (the worker's own figure covers rank 0 only)
+    info.update(fingerprint=fp, run=str(run_path), log=str(log_path), skill_text=getattr(t, "skill_text", "full"),
+                **extra)
+    # a run published after its driver was stopped: its time and device from the workers' reports
+    info.setdefault("train_seconds", round(sum(r.get("seconds", 0) for r in reports), 1))
+    info.setdefault("device", "CPU" if info.get("final", {}).get("gpu_peak_gib") is None else "GPU")
     (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     # sentence-transformers' files (an encoder) or CrossEncoder's activation (a BERT reranker), and a model card
     write_exports(staging, info, t.model_dump(exclude=EXECUTION_ONLY | {"model", "max_length"}))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)  # the export appears whole or not at all
     if not t.keep_finished_checkpoints:
-        freed = prune_finished_run(Path(result.path), Path(result.checkpoint.path).name)
+        freed = prune_finished_run(run_path, export.name)
         if freed:
-            log(f"{kind}: removed {freed / 2**20:,.0f} MB of intermediate checkpoints of the finished run "
+            log(f"{info['kind']}: removed {freed / 2**20:,.0f} MB of intermediate checkpoints of the finished run "
                 f"(train.keep_finished_checkpoints=true keeps them)")
-    return {**info, "output_dir": str(out_dir), "skipped": False}
+    return info
 
 
-def _export_copy(checkpoint, staging: Path) -> None:
-    """The final checkpoint (the worker's export) copied to `staging`: hard links when it lies on this machine's
-    file system (no second copy on disk), else Ray's download."""
-    source = Path(checkpoint.path)
-    if checkpoint.filesystem.type_name == "local" and source.is_dir():
+def _export_copy(source: Path, staging: Path, checkpoint=None) -> None:
+    """The final checkpoint at `source` (the worker's export) copied to `staging`: hard links when it lies on this
+    machine's file system (no second copy on disk), else Ray's download of `checkpoint`."""
+    if (checkpoint is None or checkpoint.filesystem.type_name == "local") and source.is_dir():
         try:
             shutil.copytree(source, staging, copy_function=os.link)
             return
         except OSError:  # another file system: copy instead
             shutil.rmtree(staging, ignore_errors=True)
+            if checkpoint is None:
+                shutil.copytree(source, staging)
+                return
     checkpoint.to_directory(str(staging))
+
+
+def finished_export(run_path: Path) -> Path | None:
+    """The final export of a Ray Train run that trained to its end but whose driver was stopped before publishing
+    it (a time limit, a kill, a deleted `models/` folder): Ray Train's snapshot lists it and the worker wrote it
+    whole. Restoring that run would hand DeepSpeed a folder that holds no DeepSpeed state. An export listed but not
+    whole is dropped, from the snapshot too, so the run resumes from its last DeepSpeed checkpoint."""
+    snapshot = run_path / SNAPSHOT
+    if not snapshot.is_file():
+        return None
+    results = json.loads(snapshot.read_text()).get("checkpoint_results") or []
+    if not any(r.get("checkpoint_dir_name") == FINAL for r in results):
+        return None
+    export = run_path / FINAL
+    if (export / EXPORT_INFO).is_file() and (export / "config.json").is_file():  # not a folder cut short
+        return export
+    shutil.rmtree(export, ignore_errors=True)
+    _drop_from_snapshot(run_path, {FINAL})
+    return None
 
 
 def prune_finished_run(run_path: Path, last: str) -> int:
@@ -261,18 +306,35 @@ def prune_finished_run(run_path: Path, last: str) -> int:
             freed += sum(f.stat().st_size for f in step.rglob("*") if f.is_file())
             shutil.rmtree(step)
             gone.add(step.name)
-    snapshot = run_path / "checkpoint_manager_snapshot.json"
-    if gone and snapshot.exists():
-        data = json.loads(snapshot.read_text())
-        results, indices = data.get("checkpoint_results"), data.get("checkpoint_report_indices")
-        if isinstance(results, list) and isinstance(indices, list) and len(results) == len(indices):
-            kept = [(r, i) for r, i in zip(results, indices) if r.get("checkpoint_dir_name") not in gone]
-            data["checkpoint_results"] = [r for r, _ in kept]
-            data["checkpoint_report_indices"] = [i for _, i in kept]
-            tmp = snapshot.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(snapshot)
+    if gone:
+        _drop_from_snapshot(run_path, gone)
     return freed
+
+
+def _drop_from_snapshot(run_path: Path, gone: set[str]) -> None:
+    """Remove the checkpoints named `gone` from Ray Train's snapshot of the run: its restore asserts that every
+    listed checkpoint exists, pairs results with report indices, and resumes from the latest result."""
+    snapshot = run_path / SNAPSHOT
+    if not snapshot.exists():
+        return
+    data = json.loads(snapshot.read_text())
+    results, indices = data.get("checkpoint_results"), data.get("checkpoint_report_indices")
+    if not (isinstance(results, list) and isinstance(indices, list) and len(results) == len(indices)):
+        return
+    kept = [(r, i) for r, i in zip(results, indices) if r.get("checkpoint_dir_name") not in gone]
+    data["checkpoint_results"] = [r for r, _ in kept]
+    data["checkpoint_report_indices"] = [i for _, i in kept]
+    if (data.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name") in gone:
+        data["latest_checkpoint_result"] = kept[-1][0] if kept else None
+    pending = data.get("pending_training_results") or []
+    specs = data.get("pending_validation_specs") or []
+    if len(pending) == len(specs):
+        pairs = [(r, v) for r, v in zip(pending, specs) if r.get("checkpoint_dir_name") not in gone]
+        data["pending_training_results"] = [r for r, _ in pairs]
+        data["pending_validation_specs"] = [v for _, v in pairs]
+    tmp = snapshot.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(snapshot)
 
 
 def print_training_summary(summaries: Sequence[dict], log=print) -> None:

@@ -18,6 +18,7 @@ import torch
 from skillrouter.models.loading import inference_dtype
 from skillrouter.training.data import length_grouped
 from skillrouter.training.flops import device_peak_tflops, flops_per_token, non_embedding_parameters
+from skillrouter.training.job import FINAL
 from skillrouter.training.modules import build_module
 
 DS_TAG = "deepspeed"  # DeepSpeed's tag inside each Ray checkpoint directory
@@ -156,4 +157,4 @@ def train_func(args: dict) -> None:
             info = {"kind": args["kind"], "base_model": t["model"], "max_length": t["max_length"],
                     "windows": t["windows"], "steps": engine.global_steps, "world_size": world, "final": final}
             exported = ray.train.Checkpoint.from_directory(str(module.export(Path(tmp), state, info)))
-        ray.train.report(final, checkpoint=exported, checkpoint_dir_name="export")
+        ray.train.report(final, checkpoint=exported, checkpoint_dir_name=FINAL)
