@@ -68,7 +68,7 @@ def fake_cache(pool: str, config_path: str, overrides: list[str], systems: list[
             continue
         emb = rng.standard_normal((len(skills), 384), dtype=np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        save_embeddings(emb, path, spec, skills)
+        save_embeddings(emb, path, spec, skills, dense.fields, reusable=False)  # no other corpus takes them
         print(f"fake cache: {len(skills):,} random rows for {spec.model}", flush=True)
 
 

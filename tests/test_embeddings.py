@@ -89,6 +89,50 @@ def test_one_cache_entry_serves_a_corpus_in_any_order(tmp_path, skills):
     assert all(np.array_equal(rows[s.id], row) for s, row in zip(shuffled, again))
 
 
+def test_a_changed_corpus_embeds_only_the_skills_no_earlier_entry_holds(tmp_path, skills):
+    """A registry update or an evaluation's look-alikes: rows of unchanged texts come from earlier entries, under
+    any id, and only new or edited texts reach the encoder (in process or on the Ray Data pool alike)."""
+    from dataclasses import replace
+
+    spec = EncoderSpec("minilm", 128)
+    encoder = Encoder.load(spec, device="cpu")
+    embedded = []
+
+    def embed(texts):
+        embedded.append(list(texts))
+        return encoder.encode(texts)
+    quiet = {"log": lambda _: None}
+    first = embeddings.embed_skills(skills[:20], spec, tmp_path, embed=embed, **quiet)
+    edited = replace(skills[3], body=skills[3].body + "\nAlso check the exit code.")
+    copy = replace(skills[5], id="mirror/" + skills[5].id)  # the same text under another id
+    changed = [*skills[:3], edited, *skills[4:20], *skills[20:22], copy]
+    arrived = []
+    rows = embeddings.embed_skills(changed, spec, tmp_path, embed=embed,
+                                   on_rows=lambda pos, r: arrived.append((pos.copy(), r.copy())), **quiet)
+    # one encoder call for the edited skill and the two new ones; the copy and the 19 unchanged skills reused
+    assert len(embedded) == 2 and sorted(embedded[1]) == sorted(
+        t for s in (edited, *skills[20:22]) for t in embeddings.skill_texts([s], spec)[0])
+    by_id = {s.id: row for s, row in zip(skills[:20], first)}
+    for position, skill in enumerate(changed):
+        if skill is not edited and skill.id in by_id:
+            np.testing.assert_array_equal(rows[position], by_id[skill.id])
+    np.testing.assert_array_equal(rows[-1], by_id[skills[5].id])
+    np.testing.assert_allclose(rows, encoder.encode_skills(changed), atol=1e-5)
+    # an index build is handed every skill once, reused rows first
+    assert sorted(np.concatenate([p for p, _ in arrived]).tolist()) == list(range(len(changed)))
+    for positions, part in arrived:
+        np.testing.assert_array_equal(part, rows[positions])
+    # name | description is another text: the full text's rows are not its rows
+    embeddings.embed_skills(skills[:20], spec, tmp_path, fields="name_description", embed=embed, **quiet)
+    assert len(embedded[-1]) == 20
+    # an entry whose keys and rows disagree (cut short, or written by hand) is skipped, not trusted
+    for keys in tmp_path.rglob("*.keys"):
+        with open(keys, "wb") as f:
+            np.save(f, np.zeros(3, dtype="S16"))
+    embeddings.embed_skills(skills[:2] + skills[22:24], spec, tmp_path, embed=embed, **quiet)
+    assert len(embedded[-1]) == 4
+
+
 def test_a_pool_block_travels_compressed_and_unpacks_to_the_same_skills(skills):
     """`pack_block`: the Ray Data pool's blocks are zstd-compressed Arrow tables of the skills' columns."""
     from skillrouter.corpus.skill import Skill

@@ -105,7 +105,8 @@ class MiningConfig(_Section):
     compile_encoder: bool = Field(False, description="torch.compile the corpus encoder (pays off on GPUs)")
     actors: int = Field(2, ge=1, description="Ray Data actors mining query batches")
     batch_size: int = Field(256, ge=1, description="queries per mining batch")
-    cache_dir: str = Field(".cache/embeddings", description="corpus embeddings by (model, corpus version)")
+    cache_dir: str = Field(".cache/embeddings", description="corpus embeddings by (model, corpus version); a changed "
+                           "corpus embeds only the texts no earlier entry holds")
     sample_size: int = Field(12, ge=0, description="queries shown in mining_sample.md")
     seed: int = 0
 

@@ -2,8 +2,9 @@
 
 Texts are sorted by length before batching, so a batch holds texts of similar length and little padding; each
 actor of the pool loads the encoder once (on a GPU when the cluster has or can add one: `choose_gpus`). The cache
-key covers the encoder spec and every skill's id and content hash: change one skill and the corpus is embedded
-again.
+key covers the encoder spec and every skill's id and content hash; beside each entry lie its rows' text keys, so
+a corpus that changed (a registry update, an evaluation's look-alikes added to a pool) embeds only the skills whose
+text no earlier entry of the same encoder holds.
 """
 
 from __future__ import annotations
@@ -44,6 +45,60 @@ def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]
     suffix = "" if fields == "full" else f"-{fields}"  # keys written before fields existed stay valid
     version = corpus_version([skills[i] for i in id_order(skills)])  # one entry per corpus, in any order
     return Path(cache_dir) / f"{model}-{spec_hash}" / f"{version}{suffix}.npy"
+
+
+REUSE_ENTRIES = 8  # the largest entries of an encoder that a changed corpus takes rows from
+
+
+def text_keys(skills: Sequence[Skill], fields: SkillText = "full") -> np.ndarray:
+    """One 16-byte key per skill for the text its row is computed from (with the encoder spec: the entry's
+    folder). The full text's key is the skill's content hash; another field set hashes its own text."""
+    if fields == "full":
+        return np.array([bytes.fromhex(s.content_hash) for s in skills], dtype="S16")
+    return np.array([hashlib.sha256(f"{fields}\0{s.routing_text(fields)}".encode()).digest()[:16] for s in skills],
+                    dtype="S16")
+
+
+def _keys_path(path: Path) -> Path:
+    return path.with_suffix(".keys")  # not .npy: an entry's rows stay its one .npy file
+
+
+def reusable_rows(path: Path, keys: np.ndarray, log=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(positions, rows) of the skills whose text key another entry beside `path` holds (of the
+    `REUSE_ENTRIES` largest): the rows a changed corpus need not embed again."""
+    wanted: dict[bytes, list[int]] = {}
+    for i, key in enumerate(keys.tolist()):
+        wanted.setdefault(key, []).append(i)
+    entries = []
+    for entry in path.parent.glob("*.keys"):
+        try:
+            entries.append((entry.stat().st_size, entry.stat().st_mtime, entry))
+        except OSError:  # removed meanwhile
+            continue
+    # the largest entries first (a whole registry, not a one-skill update), the newest of equal size
+    entries = [e for *_, e in sorted(entries, reverse=True) if e != _keys_path(path)][:REUSE_ENTRIES]
+    positions, rows = [], []
+    for entry in entries:
+        if not wanted:
+            break
+        try:
+            held = np.load(entry, allow_pickle=False)
+            matrix = np.load(entry.with_suffix(".npy"), mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:  # removed meanwhile, or cut short: embed instead
+            if log:
+                log(f"corpus embeddings: skipped unreadable cache entry {entry.name}: {err}")
+            continue
+        if (held.dtype != keys.dtype or held.ndim != 1 or matrix.ndim != 2 or len(held) != len(matrix)
+                or (rows and matrix.shape[1] != rows[0].shape[1])):
+            continue
+        take = [(j, wanted.pop(key)) for j, key in enumerate(held.tolist()) if key in wanted]
+        if take:
+            rows.append(np.asarray(matrix[[j for j, _ in take]], dtype=np.float32).repeat(
+                [len(pos) for _, pos in take], axis=0))
+            positions.extend(i for _, pos in take for i in pos)
+    if not positions:
+        return np.empty(0, dtype=np.int64), None
+    return np.asarray(positions, dtype=np.int64), np.concatenate(rows)
 
 
 SKILL_COLUMNS = ("id", "name", "description", "body", "category")
@@ -182,28 +237,57 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
             on_rows(np.arange(len(skills)), out)
         return out
     started = time.perf_counter()
-    if embed:
-        texts, owner = skill_texts(skills, spec, fields)
-        emb = mean_rows(embed(texts), owner, len(skills))
+    keys = text_keys(skills, fields)
+    known, rows = reusable_rows(path, keys, log)
+    todo = np.setdiff1d(np.arange(len(skills)), known)
+    emb = np.empty((len(skills), 0 if rows is None else rows.shape[1]), dtype=np.float32)
+    if rows is not None:
+        log(f"corpus embeddings: {len(known):,} of {len(skills):,} skills' texts are in earlier entries; "
+            f"embedding the other {len(todo):,}")
+        emb[known] = rows
         if on_rows:
-            on_rows(np.arange(len(skills)), emb)
-    else:
-        log(f"corpus embeddings: {len(skills):,} skills with {spec.model} on a Ray Data actor pool")
-        emb = embed_pool(skills, spec, fields=fields, actors=actors, batch_size=batch_size,
-                         max_batch_tokens=max_batch_tokens, compile=compile, packed=packed, use_gpu=use_gpu,
-                         log=log, on_rows=on_rows)
-    save_embeddings(emb, path, spec, skills)
+            on_rows(known, rows)
+    if len(todo):
+        part = [skills[i] for i in todo]
+        if embed:
+            texts, owner = skill_texts(part, spec, fields)
+            new = mean_rows(embed(texts), owner, len(part))
+            if on_rows:
+                on_rows(todo, new)
+        else:
+            log(f"corpus embeddings: {len(part):,} skills with {spec.model} on a Ray Data actor pool")
+            new = embed_pool(part, spec, fields=fields, actors=actors, batch_size=batch_size,
+                             max_batch_tokens=max_batch_tokens, compile=compile, packed=packed, use_gpu=use_gpu,
+                             log=log, on_rows=(lambda pos, r: on_rows(todo[pos], r)) if on_rows else None)
+        if rows is None:
+            emb = np.empty((len(skills), new.shape[1]), dtype=np.float32)
+        elif new.shape[1] != emb.shape[1]:
+            raise ValueError(f"the cache under {path.parent} holds rows of dimension {emb.shape[1]}, the encoder "
+                             f"gives {new.shape[1]}: delete that folder")
+        emb[todo] = new
+    save_embeddings(emb, path, spec, skills, fields)
     log(f"corpus embeddings: {emb.shape[0]:,} x {emb.shape[1]} in {time.perf_counter() - started:.1f} s -> {path}")
     return emb
 
 
-def save_embeddings(emb: np.ndarray, path: Path, spec: EncoderSpec, skills: Sequence[Skill]) -> None:
+def save_embeddings(emb: np.ndarray, path: Path, spec: EncoderSpec, skills: Sequence[Skill],
+                    fields: SkillText = "full", reusable: bool = True) -> None:
+    """The entry at `path`: rows by id (`id_order`), whatever the caller's order, then their text keys (what a
+    changed corpus reuses rows by: `reusable_rows`) unless the rows are not the encoder's (`reusable` false)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    order = id_order(skills)
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb[id_order(skills)].astype(np.float32))  # rows by id (`id_order`), whatever the caller's order
+    np.save(tmp, emb[order].astype(np.float32))
     tmp.replace(path)  # a reader never sees half a file
     path.with_suffix(".json").write_text(json.dumps({"model": spec.model, "spec": spec.cache_key(),
-                                                      "skills": len(skills), "dim": int(emb.shape[1])}) + "\n")
+                                                      "skills": len(skills), "dim": int(emb.shape[1]),
+                                                      "fields": fields}) + "\n")
+    if not reusable:
+        return
+    tmp = path.with_suffix(".keys.tmp")
+    with open(tmp, "wb") as f:  # written after the rows: keys never name rows that are not there yet
+        np.save(f, text_keys(skills, fields)[order], allow_pickle=False)
+    tmp.replace(_keys_path(path))
 
 
 def corpus_embeddings(skills: Sequence[Skill], spec: EncoderSpec, encoder: Encoder, config: PipelineConfig,
