@@ -126,3 +126,37 @@ def test_unknown_analyzer_is_an_error():
 def test_empty_corpus_is_an_error():
     with pytest.raises(ValueError, match="empty corpus"):
         BM25Index.build([])
+
+
+def test_one_corpus_in_any_order_builds_bm25_once_per_process(english_corpus, monkeypatch):
+    """A pipeline's mining, selection and each evaluated system read one pool: the last index is reused with its
+    columns in the caller's order; other text, parameters or content build anew."""
+    from dataclasses import replace
+
+    from skillrouter.config import BM25Config
+    from skillrouter.corpus.skill import Skill
+    from skillrouter.retrieval import bm25
+
+    monkeypatch.setattr(bm25, "MEMO_MIN_SKILLS", 1)
+    monkeypatch.setattr(bm25, "_LAST", [])
+    built = []
+    plain_build = BM25Index.build.__func__
+
+    def counting(cls, texts, *args, **kwargs):
+        built.append(len(texts))
+        return plain_build(cls, texts, *args, **kwargs)
+    monkeypatch.setattr(BM25Index, "build", classmethod(counting))
+    docs, queries = english_corpus
+    skills = [Skill(f"s/{i:03d}", f"n{i}", "", doc) for i, doc in enumerate(docs)]
+    params = BM25Config()
+    first = bm25.build_bm25(skills, params)
+    shuffled = [skills[i] for i in np.random.default_rng(2).permutation(len(skills))]
+    again = bm25.build_bm25(shuffled, params)
+    assert len(built) == 1
+    fresh = plain_build(BM25Index, [s.text() for s in shuffled], analyzer=params.analyzer)
+    np.testing.assert_allclose(again.scores(queries), fresh.scores(queries))  # columns follow the caller's order
+    assert bm25.build_bm25(skills, params) is first and len(built) == 1
+    bm25.build_bm25(skills, params, text=Skill.name_description)
+    bm25.build_bm25(skills, BM25Config(k1=1.2))
+    bm25.build_bm25([replace(skills[0], body="edited"), *skills[1:]], BM25Config(k1=1.2))
+    assert len(built) == 4
