@@ -1,5 +1,7 @@
 """Corpus embeddings of the dense systems (`route`, `eval`): through the cache, in process or on a Ray Data pool."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -57,9 +59,11 @@ def test_a_large_corpus_goes_to_the_ray_data_pool(tmp_path, skills, monkeypatch)
 @pytest.mark.slow
 def test_the_ray_data_pool_gives_the_in_process_rows(ray_cluster, skills):
     spec = EncoderSpec("minilm", 128, windows=2)  # windows are cut in the actors, not the driver
-    arrived = []
-    pooled = embeddings.embed_pool(skills, spec, actors=None, batch_size=4, progress=False,
+    arrived, lines = [], []
+    pooled = embeddings.embed_pool(skills, spec, actors=None, batch_size=4, progress=False, log=lines.append,
                                    on_rows=lambda positions, rows: arrived.append((positions.copy(), rows.copy())))
+    # where the actors' time went, and what they ran on (a GPU actor in fp32 would be 7x slow, unseen otherwise)
+    assert re.search(r"actors spent [\d.]+ s cutting windows and [\d.]+ s in the encoder \(cpu float32\)$", lines[-1])
     encoder = Encoder.load(spec)
     np.testing.assert_allclose(pooled, encoder.encode_skills(skills, batch_size=16), atol=1e-5)
     # an index build writes each batch as it arrives: every skill once, with the rows it ends up with

@@ -115,16 +115,24 @@ class EmbedWorker:
         self.batch_size, self.max_batch_tokens, self.fields = batch_size, max_batch_tokens, fields
 
     def __call__(self, batch: dict) -> dict:
-        idx, rows = [], []
+        idx, rows, seconds = [], [], np.zeros(2)
         for payload in batch["block"]:  # one block per call (`embed_pool`): a compressed table of skills
             table = unpack_block(payload)
             skills = [Skill(*row) for row in zip(*(table[c].to_pylist() for c in SKILL_COLUMNS))]
             idx.append(table["idx"].to_numpy())
             del table
+            started = time.perf_counter()
             texts, owner = self.encoder.skill_texts(skills, self.fields)
+            cut = time.perf_counter()
             rows.append(mean_rows(self.encoder.encode(texts, self.batch_size, self.max_batch_tokens), owner,
                                   len(skills)))
-        return {"idx": np.concatenate(idx), "embedding": np.concatenate(rows)}
+            seconds += (cut - started, time.perf_counter() - cut)
+        n = sum(len(i) for i in idx)
+        # where the actor's time went (cutting windows / tokenizing and the forwards), spread over the block's
+        # rows so that the driver's sum is the total; and what the encoder ran on
+        return {"idx": np.concatenate(idx), "embedding": np.concatenate(rows),
+                "cut_s": np.full(n, seconds[0] / n), "encode_s": np.full(n, seconds[1] / n),
+                "ran_on": np.full(n, f"{self.encoder.device} {str(self.encoder.model.dtype).removeprefix('torch.')}")}
 
 
 def pack_block(skills: Sequence[Skill], rows: np.ndarray) -> bytes:
@@ -203,6 +211,9 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
                         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                         num_gpus=1 if use_gpu else 0, num_cpus=cpus)
     out: np.ndarray | None = None
+    cut_s = encode_s = 0.0
+    ran_on = set()
+    started = time.perf_counter()
     # our own bar, not Ray Data's: one line that also advances in a log file (mininterval), in skills
     with tqdm(total=len(skills), desc="embedding skills", unit=" skills", disable=not progress, mininterval=5,
               file=sys.stderr) as bar:
@@ -213,7 +224,12 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
             out[batch["idx"]] = emb
             if on_rows:
                 on_rows(batch["idx"], emb)
+            cut_s, encode_s = cut_s + float(batch["cut_s"].sum()), encode_s + float(batch["encode_s"].sum())
+            ran_on.update(str(x) for x in batch["ran_on"])
             bar.update(len(emb))
+    if log:
+        log(f"corpus embeddings: {time.perf_counter() - started:.1f} s on the pool; its actors spent "
+            f"{cut_s:.1f} s cutting windows and {encode_s:.1f} s in the encoder ({', '.join(sorted(ran_on))})")
     return out
 
 
