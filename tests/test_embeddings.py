@@ -79,12 +79,7 @@ def test_one_cache_entry_serves_a_corpus_in_any_order(tmp_path, skills):
     """The evaluation ranks its pool in a seeded random order: the rows come back in the caller's order, from the
     entry the corpus's own order filled."""
     spec = EncoderSpec("minilm", 128)
-    encoder = Encoder.load(spec, device="cpu")
-    calls = []
-
-    def embed(texts):
-        calls.append(len(texts))
-        return encoder.encode(texts)
+    embed, calls, _ = _recording_embed(spec)
     ordered = embeddings.embed_skills(skills, spec, tmp_path, embed=embed, log=lambda _: None)
     shuffled = [skills[i] for i in np.random.default_rng(0).permutation(len(skills))]
     again = embeddings.embed_skills(shuffled, spec, tmp_path, embed=embed, log=lambda _: None)
@@ -93,18 +88,25 @@ def test_one_cache_entry_serves_a_corpus_in_any_order(tmp_path, skills):
     assert all(np.array_equal(rows[s.id], row) for s, row in zip(shuffled, again))
 
 
-def test_a_changed_corpus_embeds_only_the_skills_no_earlier_entry_holds(tmp_path, skills):
+def _recording_embed(spec: EncoderSpec):
+    """An in-process `embed` for `embed_skills` that records the texts of each call; its encoder."""
+    encoder = Encoder.load(spec, device="cpu")
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return encoder.encode(texts)
+    return embed, calls, encoder
+
+
+@pytest.mark.slow
+def test_a_changed_corpus_embeds_only_the_skills_no_earlier_entry_holds(ray_cluster, tmp_path, skills):
     """A registry update or an evaluation's look-alikes: rows of unchanged texts come from earlier entries, under
-    any id, and only new or edited texts reach the encoder (in process or on the Ray Data pool alike)."""
+    any id, and only new or edited texts reach the encoder, in process or on the Ray Data pool."""
     from dataclasses import replace
 
     spec = EncoderSpec("minilm", 128)
-    encoder = Encoder.load(spec, device="cpu")
-    embedded = []
-
-    def embed(texts):
-        embedded.append(list(texts))
-        return encoder.encode(texts)
+    embed, embedded, encoder = _recording_embed(spec)
     quiet = {"log": lambda _: None}
     first = embeddings.embed_skills(skills[:20], spec, tmp_path, embed=embed, **quiet)
     edited = replace(skills[3], body=skills[3].body + "\nAlso check the exit code.")
@@ -124,6 +126,15 @@ def test_a_changed_corpus_embeds_only_the_skills_no_earlier_entry_holds(tmp_path
     np.testing.assert_allclose(rows, encoder.encode_skills(changed), atol=1e-5)
     # an index build is handed every skill once, reused rows first
     assert sorted(np.concatenate([p for p, _ in arrived]).tolist()) == list(range(len(changed)))
+    for positions, part in arrived:
+        np.testing.assert_array_equal(part, rows[positions])
+    # the Ray Data pool embeds only the two new skills, and its rows reach `on_rows` at their caller's positions
+    pooled, arrived = [*skills[22:24], *reversed(changed)], []
+    rows = embeddings.embed_skills(pooled, spec, tmp_path, actors=1, batch_size=4, use_gpu=False,
+                                   on_rows=lambda pos, r: arrived.append((pos.copy(), r.copy())), **quiet)
+    assert len(embedded) == 2 and [len(p) for p, _ in arrived] == [len(changed), 2]
+    assert sorted(arrived[1][0].tolist()) == [0, 1]
+    np.testing.assert_allclose(rows, encoder.encode_skills(pooled), atol=1e-5)
     for positions, part in arrived:
         np.testing.assert_array_equal(part, rows[positions])
     # name | description is another text: the full text's rows are not its rows
