@@ -72,6 +72,12 @@ def test_the_ray_data_pool_gives_the_in_process_rows(ray_cluster, skills):
         np.testing.assert_array_equal(rows, pooled[positions])
     nd = embeddings.embed_pool(skills, spec, fields="name_description", actors=2, batch_size=4, progress=False)
     np.testing.assert_allclose(nd, encoder.encode_skills(skills, 16, fields="name_description"), atol=1e-5)
+    # as on a GPU cluster: CPU actors cut and tokenize each block, the encoder actor only runs forwards
+    lines.clear()
+    split = embeddings.embed_pool(skills, spec, actors=1, batch_size=4, progress=False, prepare_actors=1,
+                                  log=lines.append)
+    np.testing.assert_allclose(split, pooled, atol=1e-5)
+    assert "corpus embeddings: 1 CPU actor(s) cut windows and tokenize for the encoder" in lines
 
 
 

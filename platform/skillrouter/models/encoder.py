@@ -124,7 +124,11 @@ class EncoderInputs:
     def batches(self, texts: Sequence[str], batch_size: int = 64,
                 max_batch_tokens: int | None = None) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """Tokenize once, then padded batches of similar length (see `length_batches`), longest first."""
-        ids = self.tokenize(texts)
+        return self.id_batches(self.tokenize(texts), batch_size, max_batch_tokens)
+
+    def id_batches(self, ids: Sequence[Sequence[int]], batch_size: int = 64,
+                   max_batch_tokens: int | None = None) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """`batches` of texts already tokenized."""
         return [(idx, self.pad([ids[i] for i in idx]))
                 for idx in length_batches([len(x) for x in ids], batch_size, max_batch_tokens)]
 
@@ -183,16 +187,20 @@ class Encoder(EncoderInputs):
         pool = last_token_pool if self.decoder else mean_pool
         return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"]).float(), dim=-1)
 
-    @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64, max_batch_tokens: int | None = None) -> np.ndarray:
         """Embed texts in length-sorted batches (little padding), returned in the input order; packed, in rows of
         `max_batch_tokens` tokens (else `batch_size` texts' worth of `max_length`) with no padding at all."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        return self.encode_ids(self.tokenize(texts), batch_size, max_batch_tokens)
+
+    @torch.inference_mode()
+    def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64,
+                   max_batch_tokens: int | None = None) -> np.ndarray:
+        """`encode` of texts already tokenized (`tokenize`), e.g. by CPU tasks feeding a GPU actor."""
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
         if not self.packed:
-            for idx, batch in self.batches(texts, batch_size, max_batch_tokens):
+            for idx, batch in self.id_batches(ids, batch_size, max_batch_tokens):
                 out[idx] = self.forward(batch).cpu().numpy()
             return out
-        ids = self.tokenize(texts)
         order = np.argsort([-len(x) for x in ids], kind="stable")
         budget = max_batch_tokens or batch_size * self.spec.max_length
         for run in pack_batches([len(ids[i]) for i in order], budget):
