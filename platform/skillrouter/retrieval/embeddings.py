@@ -227,7 +227,7 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
     actors, on GPUs as `choose_gpus(use_gpu)` decides; a progress bar on stderr unless `progress` is false).
     `on_rows(positions, rows)` sees each batch as it arrives, while the actors embed the next ones.
     `prepare_actors` CPU actors cut and tokenize the blocks for the encoder actors (`PrepareWorker`); None: up to
-    8 of the cluster's spare CPUs when the encoder actors are GPUs, none on CPUs (they would share the cores)."""
+    8 of the cluster's free CPUs when the encoder actors are GPUs, none on CPUs (they would share the cores)."""
     import pyarrow as pa
     import ray
 
@@ -249,7 +249,9 @@ def embed_pool(skills: Sequence[Skill], spec: EncoderSpec, *, fields: SkillText 
                                                                        pa.large_binary())}))
                                    for i in range(0, len(order), rows)])
     if prepare_actors is None:
-        spare = int(ray.cluster_resources().get("CPU", 1)) - actors * cpus - 1  # the driver keeps one
+        # CPUs free now (Serve replicas or training workers may hold some), less the encoder actors' and one kept
+        # for the driver: an actor that cannot be placed would stall the pool
+        spare = int(ray.available_resources().get("CPU", 0)) - actors * cpus - 1
         prepare_actors = max(0, min(8, spare)) if use_gpu else 0
     if prepare_actors:
         if log:
