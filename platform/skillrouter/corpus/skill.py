@@ -128,3 +128,9 @@ def corpus_version(skills: Sequence[Skill]) -> str:
     for s in skills:
         h.update(f"{s.id}\t{s.content_hash}\n".encode())
     return h.hexdigest()[:16]
+
+
+def unordered_corpus_version(skills: Sequence[Skill]) -> str:
+    """`corpus_version` of the skills sorted by id: one corpus in any order (an evaluation ranks its pool in a
+    seeded random order) has one version, for the caches keyed by corpus (embeddings, BM25)."""
+    return corpus_version(sorted(skills, key=lambda s: s.id))

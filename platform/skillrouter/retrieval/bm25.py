@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from skillrouter.common.text import analyzer as get_analyzer
 from skillrouter.config import BM25Config
-from skillrouter.corpus.skill import Skill, corpus_version
+from skillrouter.corpus.skill import Skill, unordered_corpus_version
 
 
 class BM25Index:
@@ -163,9 +163,7 @@ def build_bm25(skills: Sequence[Skill], params: BM25Config, text: Callable[[Skil
     ids = [s.id for s in skills]
     memo = len(skills) >= MEMO_MIN_SKILLS and len(set(ids)) == len(ids)
     if memo:
-        by_id = sorted(range(len(skills)), key=ids.__getitem__)
-        key = (text, params.k1, params.b, params.epsilon, params.analyzer,
-               corpus_version([skills[i] for i in by_id]))
+        key = (text, params.k1, params.b, params.epsilon, params.analyzer, unordered_corpus_version(skills))
         if _LAST and _LAST[0][0] == key:
             _, order, index = _LAST[0]
             if order == ids:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from skillrouter.common.raycluster import choose_gpus, ensure_ray
 from skillrouter.config import PipelineConfig
-from skillrouter.corpus.skill import Skill, SkillText, corpus_version
+from skillrouter.corpus.skill import Skill, SkillText, unordered_corpus_version
 from skillrouter.models.encoder import Encoder, EncoderInputs, EncoderSpec, skill_texts
 from skillrouter.models.loading import model_version
 from skillrouter.models.windows import mean_rows
@@ -44,7 +44,7 @@ def cache_path(cache_dir: str | Path, spec: EncoderSpec, skills: Sequence[Skill]
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.model.strip("/"))[-60:]
     spec_hash = hashlib.sha256((spec.cache_key() + model_version(spec.model)).encode()).hexdigest()[:8]
     suffix = "" if fields == "full" else f"-{fields}"  # keys written before fields existed stay valid
-    version = corpus_version([skills[i] for i in id_order(skills)])  # one entry per corpus, in any order
+    version = unordered_corpus_version(skills)  # one entry per corpus, in any order
     return Path(cache_dir) / f"{model}-{spec_hash}" / f"{version}{suffix}.npy"
 
 
@@ -73,9 +73,10 @@ def reusable_rows(path: Path, keys: np.ndarray, log=None) -> tuple[np.ndarray, n
     entries = []
     for entry in path.parent.glob("*.keys"):
         try:
-            entries.append((entry.stat().st_size, entry.stat().st_mtime, entry))
+            stat = entry.stat()
         except OSError:  # removed meanwhile
             continue
+        entries.append((stat.st_size, stat.st_mtime, entry))
     # the largest entries first (a whole registry, not a one-skill update), the newest of equal size
     entries = [e for *_, e in sorted(entries, reverse=True) if e != _keys_path(path)][:REUSE_ENTRIES]
     positions, rows = [], []
@@ -124,12 +125,18 @@ def _block_skills(payload: bytes) -> tuple[np.ndarray, list[Skill]]:
     return table["idx"].to_numpy(), [Skill(*row) for row in zip(*(table[c].to_pylist() for c in SKILL_COLUMNS))]
 
 
+def _tokenized_block(inputs: EncoderInputs, payload: bytes,
+                     fields: SkillText) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """A `pack_block` payload's positions, window owners and windows' token ids."""
+    idx, skills = _block_skills(payload)
+    texts, owner = inputs.skill_texts(skills, fields)
+    return idx, owner, inputs.tokenize(texts)
+
+
 def prepare_block(inputs: EncoderInputs, payload: bytes, fields: SkillText = "full") -> bytes:
     """A `pack_block` payload as the encoder's token ids: (positions, window owners, ids, seconds) in one .npz."""
     started = time.perf_counter()
-    idx, skills = _block_skills(payload)
-    texts, owner = inputs.skill_texts(skills, fields)
-    ids = inputs.tokenize(texts)
+    idx, owner, ids = _tokenized_block(inputs, payload, fields)
     buf = io.BytesIO()
     np.savez(buf, idx=idx, owner=owner, lengths=np.array([len(x) for x in ids], dtype=np.int64),
              tokens=np.fromiter((t for x in ids for t in x), dtype=np.int32),
@@ -160,9 +167,7 @@ class EmbedWorker:
             if "prepared" in batch:
                 positions, owner, ids, prepared_s = _prepared(payload)
             else:
-                positions, skills = _block_skills(payload)
-                texts, owner = self.encoder.skill_texts(skills, self.fields)
-                ids, prepared_s = self.encoder.tokenize(texts), 0.0
+                (positions, owner, ids), prepared_s = _tokenized_block(self.encoder, payload, self.fields), 0.0
             cut = time.perf_counter()
             rows.append(mean_rows(self.encoder.encode_ids(ids, self.batch_size, self.max_batch_tokens), owner,
                                   len(positions)))
@@ -310,10 +315,11 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
     keys = text_keys(skills, fields)
     known, rows = reusable_rows(path, keys, log)
     todo = np.setdiff1d(np.arange(len(skills)), known)
-    emb = np.empty((len(skills), 0 if rows is None else rows.shape[1]), dtype=np.float32)
+    emb = None
     if rows is not None:
         log(f"corpus embeddings: {len(known):,} of {len(skills):,} skills' texts are in earlier entries; "
             f"embedding the other {len(todo):,}")
+        emb = np.empty((len(skills), rows.shape[1]), dtype=np.float32)
         emb[known] = rows
         if on_rows:
             on_rows(known, rows)
@@ -329,7 +335,7 @@ def embed_skills(skills: Sequence[Skill], spec: EncoderSpec, cache_dir: str | Pa
             new = embed_pool(part, spec, fields=fields, actors=actors, batch_size=batch_size,
                              max_batch_tokens=max_batch_tokens, compile=compile, packed=packed, use_gpu=use_gpu,
                              log=log, on_rows=(lambda pos, r: on_rows(todo[pos], r)) if on_rows else None)
-        if rows is None:
+        if emb is None:
             emb = np.empty((len(skills), new.shape[1]), dtype=np.float32)
         elif new.shape[1] != emb.shape[1]:
             raise ValueError(f"the cache under {path.parent} holds rows of dimension {emb.shape[1]}, the encoder "
