@@ -1,6 +1,7 @@
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -8,6 +9,7 @@ from skillrouter.config import MiningConfig, load_config
 from skillrouter.corpus.ingest import read_skills
 from skillrouter.filtering.filter import FalseNegativeFilter
 from skillrouter.filtering.jaccard import NearDuplicates, trigram_shingles
+from skillrouter.mining.job import GROUP_SCHEMA
 from skillrouter.mining.negatives import BM25, CATEGORY, DENSE, RANDOM, MiningIndex, mine_batch
 from skillrouter.retrieval.bm25 import BM25Index
 
@@ -178,3 +180,47 @@ def test_end_to_end_on_the_bundled_corpus(ray_cluster, repo_root, tmp_path, bund
     again = run_mining(skills, bundled_queries, cfg, tmp_path / "again", log=lambda *_: None)
     assert again["timings"]["corpus_embedding_s"] < stats["timings"]["corpus_embedding_s"]
     assert pq.read_table(tmp_path / "again" / GROUPS_FILE).to_pylist() == groups  # deterministic
+
+
+def test_reranker_negatives_from_the_first_stage_head(repo_root, tmp_path, bundled_queries):
+    """`reranker.negatives_from: bm25`: each group's negatives are BM25's top routing.retrieve_k for its query,
+    never the positive nor a skill the false-negative filter flags, in a seeded order; a group whose head holds
+    nothing else keeps its mined negatives."""
+    from skillrouter.filtering.names import normalise_name
+    from skillrouter.mining.rerank_negatives import FIRST_STAGE, first_stage_negatives
+    from skillrouter.retrieval.systems import get_system
+
+    skills = read_skills("bundled")
+    by_id = {s.id: s for s in skills}
+    rows = bundled_queries.slice(0, 40).to_pylist()
+    spare = next(s.id for s in skills if s.id not in {r["skill_id"] for r in rows})
+    mined = [{"skill_id": spare, "source": "random", "score": 0.0}]
+    groups = pa.table({"query_id": [r["query_id"] for r in rows], "query": [r["query"] for r in rows],
+                       "positive_id": [r["skill_id"] for r in rows], "negatives": [mined] * len(rows)},
+                      schema=GROUP_SCHEMA)
+    cfg = load_config(repo_root / "configs" / "minilm.yaml", [f"mining.cache_dir={tmp_path / 'cache'}"])
+    lines = []
+    out = first_stage_negatives(groups, skills, cfg, "bm25", lines.append).to_pylist()
+    heads, _ = get_system("bm25").build(skills, cfg).search(groups.column("query").to_pylist(), 20)
+    for group, head in zip(out, heads):
+        ids = [n["skill_id"] for n in group["negatives"]]
+        positive = by_id[group["positive_id"]]
+        assert group["positive_id"] not in ids and len(ids) == len(set(ids)) > 0
+        assert set(ids) <= {skills[i].id for i in head}
+        assert all(n["source"] == FIRST_STAGE for n in group["negatives"])
+        assert all(normalise_name(by_id[i].name) != normalise_name(positive.name) for i in ids)
+    # the filter had work: the bundled corpus shares names across categories
+    assert "same_name" in lines[-1] and "top 20 for 40 training queries" in lines[-1]
+    # seeded per query: the same run again is identical, another seed orders some head otherwise
+    assert first_stage_negatives(groups, skills, cfg, "bm25", lines.append).to_pylist() == out
+    cfg.seed += 1
+    other = first_stage_negatives(groups, skills, cfg, "bm25", lines.append).to_pylist()
+    assert [sorted(n["skill_id"] for n in g["negatives"]) for g in other] == \
+        [sorted(n["skill_id"] for n in g["negatives"]) for g in out]
+    assert [g["negatives"] for g in other] != [g["negatives"] for g in out]
+    # a head of one skill: the positive itself for most of these queries, which then keep their mined negatives
+    cfg.routing.retrieve_k = 1
+    one = first_stage_negatives(groups, skills, cfg, "bm25", lines.append).to_pylist()
+    kept = [g for g in one if g["negatives"] == mined]
+    assert kept and f"{len(kept)} kept their mined negatives" in lines[-1]
+    assert all(len(g["negatives"]) == 1 for g in one)

@@ -187,6 +187,10 @@ class RerankerTrainConfig(TrainConfig):
     batch_size: int = Field(2, gt=0, description="groups per micro-batch: each is 1 + negatives pairs")
     grad_accum_steps: int = Field(16, gt=0)
     loss: Literal["listwise", "pointwise"] = Field("listwise", description="pointwise BCE is the paper's ablation")
+    negatives_from: str = Field("mined", pattern=r"^[^+\s]+$", description="mined: each group's mined negatives "
+                                "(the paper's); or a first-stage system (hybrid:finetuned, finetuned, bm25): its top "
+                                "routing.retrieve_k for each training query, the list the reranker will rerank, "
+                                "false negatives filtered as in mining (mining.rerank_negatives)")
     new_head_lr: float | None = Field(None, gt=0, description="learning rate of weights the base model lacks (the "
                                       "classification head a BERT-style base gets); default: learning_rate")
     inference_dtype: Literal["auto", "float32", "bfloat16"] = Field(

@@ -70,6 +70,24 @@ class NearDuplicates:
         return sum(len(v) for v in self.neighbours.values()) // 2
 
 
+class ExactJaccard:
+    """`(i, j) in pairs`: whether bodies i and j exceed `threshold` by exact trigram Jaccard, computed when asked
+    (shingles kept once made). For a few candidates per query over a corpus, where the all-pairs LSH is not built."""
+
+    def __init__(self, bodies: Sequence[str], threshold: float = 0.6):
+        self.bodies, self.threshold = bodies, threshold
+        self.shingles: dict[int, np.ndarray] = {}
+
+    def _of(self, i: int) -> np.ndarray:
+        if i not in self.shingles:
+            self.shingles[i] = trigram_shingles(self.bodies[i])
+        return self.shingles[i]
+
+    def __contains__(self, pair: tuple[int, int]) -> bool:
+        a, b = pair
+        return exact_jaccard(self._of(a), self._of(b)) > self.threshold
+
+
 def exact_pairs(shingles: Sequence[np.ndarray], threshold: float) -> set[tuple[int, int]]:
     """Every pair above `threshold` by exact Jaccard, through one sparse product (for samples of a few thousand)."""
     rows, cols = [], []

@@ -86,6 +86,20 @@ class MiningWorker:
         return out
 
 
+def mining_embeddings(skills: Sequence[Skill], cfg: MiningConfig, log=print) -> np.ndarray:
+    """The corpus's unit rows from the mining encoder (cached): the false-negative filter's third layer."""
+    spec = encoder_spec(cfg)
+    embed = None
+    if len(skills) <= IN_PROCESS_MAX and not choose_gpus(cfg.use_gpu)[0]:
+        # a small corpus on CPUs: this process embeds it (an actor pool's start-up cost the main job's mining
+        # a minute for 239 skills); a GPU cluster still gets GPU actors
+        def embed(texts: list[str]) -> np.ndarray:
+            return Encoder.load(spec).encode(texts, cfg.embed_batch_size, cfg.embed_max_batch_tokens)
+    return embed_skills(skills, spec, cfg.cache_dir, actors=cfg.embed_actors, batch_size=cfg.embed_batch_size,
+                        max_batch_tokens=cfg.embed_max_batch_tokens, compile=cfg.compile_encoder,
+                        use_gpu=cfg.use_gpu, embed=embed, log=log)
+
+
 def run_mining(skills: Sequence[Skill], queries: pa.Table, config: PipelineConfig, out_dir: str | Path,
                categories: Categories | None = None, log=print) -> dict:
     import ray
@@ -103,16 +117,7 @@ def run_mining(skills: Sequence[Skill], queries: pa.Table, config: PipelineConfi
     categories = categories or categories_for(skills, seed=config.seed)
     timings["categories_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
-    spec = encoder_spec(cfg)
-    embed = None
-    if len(skills) <= IN_PROCESS_MAX and not choose_gpus(cfg.use_gpu)[0]:
-        # a small corpus on CPUs: this process embeds it (an actor pool's start-up cost the main job's mining
-        # a minute for 239 skills); a GPU cluster still gets GPU actors
-        def embed(texts: list[str]) -> np.ndarray:
-            return Encoder.load(spec).encode(texts, cfg.embed_batch_size, cfg.embed_max_batch_tokens)
-    embeddings = embed_skills(skills, spec, cfg.cache_dir, actors=cfg.embed_actors,
-                              batch_size=cfg.embed_batch_size, max_batch_tokens=cfg.embed_max_batch_tokens,
-                              compile=cfg.compile_encoder, use_gpu=cfg.use_gpu, embed=embed, log=log)
+    embeddings = mining_embeddings(skills, cfg, log)
     timings["corpus_embedding_s"] = round(time.perf_counter() - started, 2)
     index, near = build_index(skills, categories, embeddings, config, timings, log)
 

@@ -45,7 +45,8 @@ def quotas(cfg: MiningConfig) -> dict[str, int]:
             RANDOM: cfg.random_negatives}
 
 
-def _rng(seed: int, query_id: str) -> np.random.Generator:
+def query_rng(seed: int, query_id: str) -> np.random.Generator:
+    """A generator of its own per query: what a query draws does not depend on its batch or worker."""
     return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{query_id}".encode()).digest()[:8], "big"))
 
 
@@ -113,7 +114,7 @@ def mine_batch(index: MiningIndex, query_ids: Sequence[str], queries: Sequence[s
     groups = []
     for q, (qid, pos_id) in enumerate(zip(query_ids, positive_ids)):
         positive = index.index_of[pos_id]
-        rng = _rng(cfg.seed, qid)
+        rng = query_rng(cfg.seed, qid)
         group = _Group(index, positive, stats, {
             DENSE: _ranked(dense_idx[q], dense_top[q]), BM25: _ranked(bm25_idx[q], bm25_top[q]),
             CATEGORY: _category(index, positive, rng, dense_scores[q]),

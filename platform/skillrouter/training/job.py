@@ -126,12 +126,25 @@ def training_groups(groups: pa.Table, config: PipelineConfig, kind: str) -> pa.T
     return sample_groups(groups, config.train(kind).max_groups, config.seed, held_out)
 
 
+def training_data(groups: pa.Table, skills: Sequence[Skill], config: PipelineConfig, kind: str,
+                  log=print) -> pa.Table:
+    """`training_groups`, with a reranker's negatives taken from its first stage when `reranker.negatives_from`
+    names one (mining.rerank_negatives)."""
+    groups = training_groups(groups, config, kind)
+    source = getattr(config.train(kind), "negatives_from", "mined")
+    if source == "mined":
+        return groups
+    from skillrouter.mining.rerank_negatives import first_stage_negatives
+
+    return first_stage_negatives(groups, skills, config, source, log)
+
+
 def is_up_to_date(kind: str, skills: Sequence[Skill], groups: pa.Table, config: PipelineConfig,
                   out_dir: str | Path | None = None) -> bool:
     """Whether `run_training(kind, skills, groups, config)` would skip because the export at `out_dir` (default:
     the profile's) was trained from these very inputs and settings."""
     t = config.train(kind)
-    fp = fingerprint(kind, t, training_groups(groups, config, kind), skills, config.seed)
+    fp = fingerprint(kind, t, training_data(groups, skills, config, kind, log=lambda _: None), skills, config.seed)
     return up_to_date_export(Path(out_dir or config.model_dir(kind)).resolve(), fp) is not None
 
 
@@ -150,7 +163,7 @@ def run_training(kind: str, skills: Sequence[Skill], groups: pa.Table, config: P
     run_dir = Path(config.run_dir)
     out_dir = config.model_dir(kind).resolve()
     storage = t.storage_path or str((run_dir / "train").resolve())
-    groups = training_groups(groups, config, kind)
+    groups = training_data(groups, skills, config, kind, log)
     fp = fingerprint(kind, t, groups, skills, config.seed)
     summary = None if force else up_to_date_export(out_dir, fp)
     if force and "://" not in storage:  # the same run name would restore its final checkpoint: start afresh
