@@ -224,3 +224,15 @@ def test_reranker_negatives_from_the_first_stage_head(repo_root, tmp_path, bundl
     kept = [g for g in one if g["negatives"] == mined]
     assert kept and f"{len(kept)} kept their mined negatives" in lines[-1]
     assert all(len(g["negatives"]) == 1 for g in one)
+
+
+def test_reranker_negatives_from_an_unknown_system_is_named(repo_root):
+    from skillrouter.training.job import training_data
+
+    cfg = load_config(repo_root / "configs" / "minilm.yaml", ["reranker.negatives_from=bm26"])
+    groups = pa.table({"query_id": ["q"], "query": ["x"], "positive_id": ["a"],
+                       "negatives": [[{"skill_id": "b", "source": "random", "score": 0.0}]]}, schema=GROUP_SCHEMA)
+    cfg.routing.validation_share = 0.0
+    with pytest.raises(ValueError, match="reranker.negatives_from: unknown system 'bm26'"):
+        training_data(groups, [], cfg, "reranker")
+    assert training_data(groups, [], cfg, "encoder").to_pylist() == groups.to_pylist()  # the encoder reads mined

@@ -8,6 +8,8 @@ the cross-encoder ranked held-out skills' queries below the first stage it reran
 negatives become SYSTEM's top `retrieve_k` for its query, without the positive and without what mining's three-layer
 false-negative filter flags (same name, body trigram Jaccard, the mining encoder's cosine), in a seeded order per
 query so that `reranker.negatives` of them are a random sample of the head rather than always its first few.
+Measured on the main command and at pool scale, it did not beat the mined negatives (the same section), so the
+profiles keep `mined`, the paper's recipe; it stays for rerankers with more capacity than MiniLM.
 """
 
 from __future__ import annotations

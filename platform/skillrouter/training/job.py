@@ -135,7 +135,12 @@ def training_data(groups: pa.Table, skills: Sequence[Skill], config: PipelineCon
     if source == "mined":
         return groups
     from skillrouter.mining.rerank_negatives import first_stage_negatives
+    from skillrouter.retrieval.systems import get_system
 
+    try:
+        get_system(source)
+    except ValueError as exc:
+        raise ValueError(f"{kind}.negatives_from: {exc}") from None
     return first_stage_negatives(groups, skills, config, source, log)
 
 
