@@ -198,7 +198,9 @@ def test_reranker_negatives_from_the_first_stage_head(repo_root, tmp_path, bundl
     groups = pa.table({"query_id": [r["query_id"] for r in rows], "query": [r["query"] for r in rows],
                        "positive_id": [r["skill_id"] for r in rows], "negatives": [mined] * len(rows)},
                       schema=GROUP_SCHEMA)
-    cfg = load_config(repo_root / "configs" / "minilm.yaml", [f"mining.cache_dir={tmp_path / 'cache'}"])
+    # one window per skill: the filter's cosine layer needs the mining encoder's rows, not their best quality
+    cfg = load_config(repo_root / "configs" / "minilm.yaml", [f"mining.cache_dir={tmp_path / 'cache'}",
+                                                              "mining.encoder_windows=1"])
     lines = []
     out = first_stage_negatives(groups, skills, cfg, "bm25", lines.append).to_pylist()
     heads, _ = get_system("bm25").build(skills, cfg).search(groups.column("query").to_pylist(), 20)
