@@ -152,7 +152,9 @@ def test_the_proxy_refuses_routes_over_the_limit_itself_and_times_out_stalled_bo
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-        proxy = ProxyAdmission(app, max_in_flight=2, body_timeout_s=0.2, retry_after_s=3, max_body_bytes=100)
+        refusals = []
+        proxy = ProxyAdmission(app, max_in_flight=2, body_timeout_s=0.2, retry_after_s=3, max_body_bytes=100,
+                               on_refusal=refusals.append)
 
         async def call(path, chunks, stall=False):
             sent, queue = [], list(chunks)
@@ -179,6 +181,7 @@ def test_the_proxy_refuses_routes_over_the_limit_itself_and_times_out_stalled_bo
         release.set()
         assert [s for s, _ in await asyncio.gather(*first, other)] == [200, 200, 200]
         assert reached[:2] == [("/v1/route", b'{"query": "a"}')] * 2 and proxy.in_flight == 0
+        assert refusals == ["in_flight", "body_timeout", "body_too_large"]  # what the proxy's counter hears
 
     asyncio.run(scenario())
 

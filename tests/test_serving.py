@@ -509,12 +509,24 @@ def test_metrics_are_exported_through_ray(served):
               'stage="total"', "ray_skillrouter_requests_total",
               "ray_skillrouter_index_reloads_total", "ray_skillrouter_index_generation",
               "ray_skillrouter_batch_size_bucket", "ray_serve_num_http_requests_total"]
-    deadline, text = time.monotonic() + 60, ""
+
+    def series(text: str, name: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith(name + "{")]
+
+    def unauthorised(text: str) -> bool:  # the admin test's 401s
+        return any('endpoint="/v1/index"' in line and 'status="401"' in line
+                   for line in series(text, "ray_skillrouter_requests_total"))
+
+    def refused_in_proxy(text: str) -> bool:  # the overload test's 503s, made in the proxy before any replica
+        return any('reason="in_flight"' in line and float(line.rsplit(" ", 1)[1]) >= 1
+                   for line in series(text, "ray_skillrouter_proxy_rejected_total"))
+
+    deadline, text = time.monotonic() + 90, ""
     while time.monotonic() < deadline:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        if all(w in text for w in wanted):
+        if all(w in text for w in wanted) and unauthorised(text) and refused_in_proxy(text):
             break
         time.sleep(2)
     assert [w for w in wanted if w not in text] == []
-    lines = [line for line in text.splitlines() if line.startswith("ray_skillrouter_requests_total{")]
-    assert any('endpoint="/v1/index"' in line and 'status="401"' in line for line in lines)
+    assert unauthorised(text), series(text, "ray_skillrouter_requests_total")
+    assert refused_in_proxy(text), series(text, "ray_skillrouter_proxy_rejected_total")

@@ -13,7 +13,7 @@ thousand clients waited 5 s for its 503s. It reads a route's body first, against
 so a client that stalls holds a socket and a coroutine, never a slot; only requests with their body in hand count.
 The limits come from the controller's environment too (`proxy_env`).
 
-This module is imported by the proxy: it needs nothing but Starlette.
+This module is imported by the proxy: it needs nothing but Starlette (and Ray's metrics, which the proxy has).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import re
+from collections.abc import Callable
 
 from starlette.middleware import Middleware
 
@@ -66,11 +67,15 @@ def proxy_env(max_in_flight: int, body_timeout_s: float, retry_after_s: int, max
 class ProxyAdmission:
     """`POST /v1/route` with its body read (within `body_timeout_s`) is let through while fewer than
     `max_in_flight` are in this proxy's hands, else answered 503 with `Retry-After` here; a body that does not
-    arrive in time is 408, one over `max_body_bytes` 413 (the ingress checks both again). Other requests pass."""
+    arrive in time is 408, one over `max_body_bytes` 413 (the ingress checks both again). Other requests pass.
+    `on_refusal(reason)` hears of each refusal (in Serve's proxy: the `skillrouter_proxy_rejected_total` counter,
+    since a request refused here never reaches a replica's metrics)."""
 
-    def __init__(self, app, max_in_flight: int, body_timeout_s: float, retry_after_s: int, max_body_bytes: int):
+    def __init__(self, app, max_in_flight: int, body_timeout_s: float, retry_after_s: int, max_body_bytes: int,
+                 on_refusal: Callable[[str], None] = lambda reason: None):
         self.app, self.max_in_flight, self.body_timeout_s = app, max_in_flight, body_timeout_s
         self.retry_after_s, self.max_body_bytes = retry_after_s, max_body_bytes
+        self.on_refusal = on_refusal
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -79,13 +84,16 @@ class ProxyAdmission:
         try:
             body = await asyncio.wait_for(read_body(receive, self.max_body_bytes), self.body_timeout_s)
         except asyncio.TimeoutError:
+            self.on_refusal("body_timeout")
             return await _answer(send, 408, f"the request body did not arrive within {self.body_timeout_s:g} s "
                                  "(serving.body_timeout_s)", close=True)
         if body is None:  # the client left
             return
         if len(body) > self.max_body_bytes:
+            self.on_refusal("body_too_large")
             return await _answer(send, 413, f"request body over {self.max_body_bytes:,} bytes", close=True)
         if self.in_flight >= self.max_in_flight:
+            self.on_refusal("in_flight")
             return await _answer(send, 503, f"{self.in_flight} requests in flight (serving.max_in_flight); retry "
                                  f"after {self.retry_after_s} s", {"retry-after": str(self.retry_after_s)})
         self.in_flight += 1
@@ -148,8 +156,10 @@ def proxy_middlewares() -> list[Middleware]:
     controller's environment sets its limits."""
     out = [Middleware(ProxyHeaders)]
     if MAX_IN_FLIGHT_ENV in os.environ:
+        from skillrouter.serving.metrics import count_proxy_refusal
+
         out.append(Middleware(ProxyAdmission, max_in_flight=int(os.environ[MAX_IN_FLIGHT_ENV]),
                               body_timeout_s=float(os.environ[BODY_TIMEOUT_ENV]),
                               retry_after_s=int(os.environ[RETRY_AFTER_ENV]),
-                              max_body_bytes=int(os.environ[MAX_BODY_ENV])))
+                              max_body_bytes=int(os.environ[MAX_BODY_ENV]), on_refusal=count_proxy_refusal))
     return out

@@ -4,7 +4,9 @@ with the deployment, replica and application tags added).
 Ray exports them, with Serve's own `ray_serve_*` metrics (request counts, latencies, queue lengths, replicas), at
 each node's metrics endpoint (`ray start --metrics-export-port`, or the port `ray.init` picked), under the names
 below prefixed by `ray_`. Stage latencies are recorded where the work happens: embed and search in the retriever
-replicas, rerank in the reranker replicas, total in the ingress.
+replicas, rerank in the reranker replicas, total in the ingress; refusals where they are made: admission control's
+in the ingress (`skillrouter_rejected_total`) and, first in line under load, in Serve's proxy
+(`skillrouter_proxy_rejected_total`, `serving.edge`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
 STAGE_LATENCY = "skillrouter_stage_latency_ms"
 REQUESTS = "skillrouter_requests_total"
 REJECTED = "skillrouter_rejected_total"
+PROXY_REJECTED = "skillrouter_proxy_rejected_total"
 BATCH_SIZE = "skillrouter_batch_size"
 RELOADS = "skillrouter_index_reloads_total"
 GENERATION = "skillrouter_index_generation"
-METRIC_NAMES = (STAGE_LATENCY, REQUESTS, REJECTED, BATCH_SIZE, RELOADS, GENERATION)
+METRIC_NAMES = (STAGE_LATENCY, REQUESTS, REJECTED, PROXY_REJECTED, BATCH_SIZE, RELOADS, GENERATION)
 
 
 class ServingMetrics:
@@ -51,3 +54,15 @@ class ServingMetrics:
 def replica_metrics() -> ServingMetrics:
     """One set per process: Ray refuses nothing, but two objects of one name would double the series."""
     return ServingMetrics()
+
+
+@cache
+def _proxy_rejected():
+    from ray.util.metrics import Counter  # the proxy is an actor, not a replica: no deployment tags to add
+
+    return Counter(PROXY_REJECTED, description="route requests refused in Serve's proxy (serving.edge), before any "
+                   "replica: in_flight (503), body_timeout (408), body_too_large (413)", tag_keys=("reason",))
+
+
+def count_proxy_refusal(reason: str) -> None:
+    _proxy_rejected().inc(tags={"reason": reason})
