@@ -65,4 +65,7 @@ def _proxy_rejected():
 
 
 def count_proxy_refusal(reason: str) -> None:
-    _proxy_rejected().inc(tags={"reason": reason})
+    try:
+        _proxy_rejected().inc(tags={"reason": reason})
+    except Exception:  # a metric that cannot be recorded must not turn a 503 into the proxy's 500
+        pass
