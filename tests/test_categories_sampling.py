@@ -63,3 +63,31 @@ def test_prompt_file_is_validated(tmp_path, repo_root):
     (tmp_path / "p.yaml").write_text("system: s\nuser: no placeholders\n")
     with pytest.raises(ValueError, match="must contain {n}"):
         QueryPrompt.load(tmp_path / "p.yaml")
+
+
+def test_saved_categories_are_read_back_only_for_the_same_inputs(bundled, tmp_path, monkeypatch):
+    """A resumed query generation reads the inferred categories back instead of clustering the corpus again; other
+    inputs (corpus, k, seed) or a damaged file cluster anew."""
+    import skillrouter.retrieval.categories as categories
+
+    unlabelled = [Skill(s.id, s.name, s.description, s.body) for s in bundled]
+    path = tmp_path / "categories.json"
+    first = categories.saved_categories(unlabelled, 24, 0, path)
+    assert first.by_skill == infer_categories(unlabelled, k=24, seed=0).by_skill
+
+    calls = []
+    real = categories.infer_categories
+    monkeypatch.setattr(categories, "infer_categories", lambda *a, **kw: calls.append(a[1:]) or real(*a, **kw))
+    again = categories.saved_categories(unlabelled, 24, 0, path)
+    assert calls == [] and again.by_skill == first.by_skill and again.method == first.method
+    assert categories.load_categories(path, unlabelled).by_skill == first.by_skill  # mining's reader still reads it
+
+    categories.saved_categories(unlabelled, 24, 1, path)  # another seed
+    categories.saved_categories(unlabelled[:-1], 24, 1, path)  # a skill fewer
+    edited = [*unlabelled[:-1], Skill(unlabelled[-1].id, unlabelled[-1].name, "edited", unlabelled[-1].body)]
+    categories.saved_categories(edited, 24, 1, path)  # a skill edited
+    path.write_text('{"inputs": ')  # a file cut short
+    categories.saved_categories(edited, 24, 1, path)
+    assert calls == [(24, 1)] * 4
+    assert categories.saved_categories(edited, 24, 1, path).by_skill  # and the rewritten file is read back
+    assert len(calls) == 4

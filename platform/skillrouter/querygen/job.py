@@ -30,7 +30,7 @@ from skillrouter.querygen.leak_guard import LeakGuard, document_frequencies, nor
 from skillrouter.querygen.log import FAILED, OK, LogWriter, SkillState, replay, spent
 from skillrouter.querygen.prompts import QueryPrompt
 from skillrouter.querygen.sampling import stratified_sample
-from skillrouter.retrieval.categories import categories_for
+from skillrouter.retrieval.categories import saved_categories
 
 QUERIES_FILE = "queries.parquet"
 QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("skill_id", pa.string()), ("query", pa.string()),
@@ -172,8 +172,7 @@ def run_query_generation(skills: Sequence[Skill], config: PipelineConfig, out_di
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cats = categories_for(skills, qc.categories_k, config.seed)
-    (out / "categories.json").write_text(json.dumps({"method": cats.method, "by_skill": cats.by_skill}) + "\n")
+    cats = saved_categories(skills, qc.categories_k, config.seed, out / "categories.json")
     sample = stratified_sample(skills, cats, qc.num_skills, config.seed)
     states = replay(out / "parts")
     spent_before = spent(states)  # by earlier runs into this folder: the budget is cumulative

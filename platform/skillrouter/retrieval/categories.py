@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy.sparse.linalg import svds
 
-from skillrouter.corpus.skill import Skill
+from skillrouter.corpus.skill import Skill, corpus_version
 from skillrouter.retrieval.bm25 import BM25Index
 
 
@@ -100,4 +100,20 @@ def categories_for(skills: Sequence[Skill], k: int = 32, seed: int = 0) -> Categ
     if all(s.category for s in skills):
         return Categories({s.id: s.category for s in skills}, "given")
     return infer_categories(skills, k, seed)
+
+
+def saved_categories(skills: Sequence[Skill], k: int, seed: int, path: str | Path) -> Categories:
+    """`categories_for`, written to `path` (`categories.json`) with what they were computed from, and read back
+    from it while the corpus, k and seed are the same: inferring them takes half a minute over the 69K pool, which
+    a resumed query generation would otherwise pay again. A file from other inputs, or unreadable, is replaced."""
+    path, inputs = Path(path), {"corpus": corpus_version(skills), "k": k, "seed": seed}
+    try:
+        data = json.loads(path.read_text())
+        if data.get("inputs") == inputs and set(data["by_skill"]) == {s.id for s in skills}:
+            return Categories({s.id: data["by_skill"][s.id] for s in skills}, data["method"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    cats = categories_for(skills, k, seed)
+    path.write_text(json.dumps({"method": cats.method, "inputs": inputs, "by_skill": cats.by_skill}) + "\n")
+    return cats
 
