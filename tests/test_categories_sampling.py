@@ -88,6 +88,8 @@ def test_saved_categories_are_read_back_only_for_the_same_inputs(bundled, tmp_pa
     categories.saved_categories(edited, 24, 1, path)  # a skill edited
     path.write_text('{"inputs": ')  # a file cut short
     categories.saved_categories(edited, 24, 1, path)
-    assert calls == [(24, 1)] * 4
+    path.write_text('{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}")  # nested past json's recursion limit
+    categories.saved_categories(edited, 24, 1, path)
+    assert calls == [(24, 1)] * 5
     assert categories.saved_categories(edited, 24, 1, path).by_skill  # and the rewritten file is read back
-    assert len(calls) == 4
+    assert len(calls) == 5

@@ -111,7 +111,7 @@ def saved_categories(skills: Sequence[Skill], k: int, seed: int, path: str | Pat
         data = json.loads(path.read_text())
         if data.get("inputs") == inputs and set(data["by_skill"]) == {s.id for s in skills}:
             return Categories({s.id: data["by_skill"][s.id] for s in skills}, data["method"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):  # json's nesting limit
         pass
     cats = categories_for(skills, k, seed)
     path.write_text(json.dumps({"method": cats.method, "inputs": inputs, "by_skill": cats.by_skill}) + "\n")
